@@ -1,0 +1,82 @@
+"""Pluggable parts as Protocols: any class (or object) with these methods fits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from apigen_envs.messages import AssistantMessage, Message, Usage
+from apigen_envs.task import Task
+
+StopReason = Literal["stop", "transfer", "out_of_scope"]
+"""Why the simulated user ended the conversation."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserTurn:
+    """One reply of the user simulator.
+
+    Attributes:
+        content: What the user says (stop markers already removed).
+        stop: Set when the user ends the conversation with this turn.
+        usage: Tokens spent producing the turn, when an LLM was used.
+
+    """
+
+    content: str
+    stop: StopReason | None = None
+    usage: Usage | None = None
+
+
+@runtime_checkable
+class UserSimulator(Protocol):
+    """A simulated customer. Stateless across calls: everything it needs is in the arguments.
+
+    ``conversation`` holds the messages so far as the agent sees them (user, assistant and tool messages);
+    simulators read only user and assistant text. An empty conversation asks for the opening message.
+    Construction must not call an LLM.
+    """
+
+    def respond(self, task: Task, conversation: Sequence[Message], *, seed: int | None = None) -> UserTurn:
+        """Produce the user's next turn."""
+        ...
+
+    async def arespond(self, task: Task, conversation: Sequence[Message], *, seed: int | None = None) -> UserTurn:
+        """Async twin of :meth:`respond`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AgentContext:
+    """What an agent gets besides the conversation.
+
+    Attributes:
+        system_prompt: The domain policy framed as a system prompt.
+        tools: OpenAI tool schemas the agent may call.
+        task: The task being run. Only privileged agents (the oracle) may read it.
+        seed: Seed for this episode, to pass to sampling.
+        extra: Free-form settings (e.g. temperature) from the collector.
+
+    """
+
+    system_prompt: str
+    tools: tuple[dict[str, Any], ...]
+    task: Task | None = None
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """A policy: given the conversation so far, produce the next assistant message."""
+
+    name: str
+
+    def act(self, conversation: Sequence[Message], context: AgentContext) -> AssistantMessage:
+        """Choose the next assistant message."""
+        ...
+
+    async def aact(self, conversation: Sequence[Message], context: AgentContext) -> AssistantMessage:
+        """Async twin of :meth:`act`."""
+        ...

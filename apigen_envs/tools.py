@@ -1,0 +1,326 @@
+"""Typed tools: one Python function per tool, validated calls and OpenAI schemas from the signature.
+
+A tool is a function whose first parameter is the :class:`~apigen_envs.db.DBView` (left out of the
+schema) and whose other parameters are typed and described in a Google-style ``Args:`` section. The
+docstring's text before ``Args:`` is the tool description the model sees; ``Literal[...]`` becomes an
+enum. One pydantic model built from the signature both validates arguments and emits the schema.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from apigen_envs.errors import ApigenError, ToolCallError, did_you_mean
+
+_SECTION = re.compile(r"^\s*(Args|Arguments|Returns|Raises|Yields|Examples?|Notes?):\s*$")
+_PARAM = re.compile(r"^\s*(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+class ToolDefinitionError(ApigenError, TypeError):
+    """A tool function cannot be registered (missing type hint, undescribed parameter, ...)."""
+
+
+def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
+    """Split a Google-style docstring into the description and per-parameter descriptions.
+
+    Args:
+        doc: The raw docstring.
+
+    Returns:
+        (description, {parameter: description}).
+
+    """
+    lines = inspect.cleandoc(doc or "").splitlines()
+    description: list[str] = []
+    params: dict[str, str] = {}
+    section: str | None = None
+    current: str | None = None
+    arg_indent: int | None = None
+    for line in lines:
+        match = _SECTION.match(line)
+        if match:
+            section, current, arg_indent = match.group(1), None, None
+            continue
+        if section is None:
+            description.append(line)
+        elif section in ("Args", "Arguments"):
+            if not line.strip():
+                continue
+            indent = len(line) - len(line.lstrip())
+            pmatch = _PARAM.match(line)
+            if pmatch and (arg_indent is None or indent <= arg_indent):
+                arg_indent = indent
+                current = pmatch.group(1).lstrip("*")
+                params[current] = pmatch.group(2).strip()
+            elif current is not None:
+                params[current] = f"{params[current]} {line.strip()}".strip()
+    return " ".join(" ".join(description).split()), params
+
+
+def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
+    """Resolve ``$ref`` to ``$defs`` and drop pydantic's titles, for a compact schema models read well."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            target = defs[node["$ref"].rsplit("/", 1)[-1]]
+            extra = {k: v for k, v in node.items() if k != "$ref"}
+            return _inline_refs({**target, **extra}, defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items() if k not in ("title", "$defs")}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A registered tool.
+
+    Attributes:
+        name: The name the model calls.
+        description: What the tool does, as shown to the model.
+        fn: The implementation; called as ``fn(view, **arguments)``.
+        args_model: The pydantic model validating the arguments.
+        schema: The OpenAI ``{"type": "function", ...}`` schema.
+        mutates: Whether the tool may write to the DB.
+        terminal: Whether calling it ends the episode (e.g. transfer to a human).
+
+    """
+
+    name: str
+    description: str
+    fn: Callable[..., Any]
+    args_model: type[BaseModel]
+    schema: dict[str, Any]
+    mutates: bool = False
+    terminal: bool = False
+
+    def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate arguments and return them coerced to the declared types.
+
+        Raises:
+            ToolCallError: When an argument is missing, unknown or of the wrong type.
+
+        """
+        try:
+            model = self.args_model.model_validate(arguments)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in exc.errors()
+            )
+            raise ToolCallError(f"invalid arguments for {self.name}: {problems}") from None
+        return {name: getattr(model, name) for name in type(model).model_fields}
+
+
+def build_tool(
+    fn: Callable[..., Any], *, name: str | None = None, mutates: bool = False, terminal: bool = False
+) -> Tool:
+    """Build a :class:`Tool` from a typed, documented function.
+
+    Args:
+        fn: The implementation; first parameter is the DB view.
+        name: Tool name (defaults to the function name).
+        mutates: Whether the tool writes to the DB.
+        terminal: Whether calling it ends the episode.
+
+    Returns:
+        The tool.
+
+    Raises:
+        ToolDefinitionError: When a parameter lacks a type hint or a description.
+
+    """
+    tool_name = name or fn.__name__
+    description, param_docs = parse_docstring(fn.__doc__)
+    if not description:
+        raise ToolDefinitionError(f"tool {tool_name!r} has no description in its docstring")
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())
+    if not params:
+        raise ToolDefinitionError(f"tool {tool_name!r} must take the DB view as its first parameter")
+    hints = get_type_hints(fn, include_extras=True)
+    fields: dict[str, Any] = {}
+    for param in params[1:]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ToolDefinitionError(f"tool {tool_name!r}: *args/**kwargs are not allowed")
+        if param.name not in hints:
+            raise ToolDefinitionError(f"tool {tool_name!r}: parameter {param.name!r} has no type hint")
+        doc = param_docs.get(param.name)
+        if not doc:
+            raise ToolDefinitionError(f"tool {tool_name!r}: parameter {param.name!r} has no description in Args:")
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (hints[param.name], Field(default, description=doc))
+    model = create_model(  # type: ignore[call-overload]
+        f"{tool_name}_args", __config__=ConfigDict(extra="forbid", frozen=True), **fields
+    )
+    raw = model.model_json_schema()
+    parameters = _inline_refs(raw, raw.get("$defs", {}))
+    parameters.setdefault("properties", {})
+    parameters["required"] = [p.name for p in params[1:] if p.default is inspect.Parameter.empty]
+    parameters.pop("additionalProperties", None)
+    schema = {
+        "type": "function",
+        "function": {"name": tool_name, "description": description, "parameters": parameters},
+    }
+    return Tool(tool_name, description, fn, model, schema, mutates, terminal)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert a tool's return value (records, tuples, frozen maps) to plain JSON data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def render_result(value: Any) -> str:
+    """The text the model sees for a tool's return value (strings as-is, everything else as JSON)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(to_jsonable(value), ensure_ascii=False)
+
+
+def parse_arguments(arguments: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """Accept arguments as a dict or JSON text (as models emit them).
+
+    Raises:
+        ToolCallError: When the text is not a JSON object.
+
+    """
+    if arguments is None:
+        return {}
+    if isinstance(arguments, str):
+        text = arguments.strip()
+        if not text:
+            return {}
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ToolCallError(f"arguments are not valid JSON ({exc.msg} at position {exc.pos})") from None
+        if not isinstance(parsed, dict):
+            raise ToolCallError(f"arguments must be a JSON object, got {type(parsed).__name__}")
+        return parsed
+    if not isinstance(arguments, Mapping):
+        raise ToolCallError(f"arguments must be an object, got {type(arguments).__name__}")
+    return dict(arguments)
+
+
+class ToolSet:
+    """An ordered collection of tools with a decorator to register them.
+
+    Example:
+        tools = ToolSet()
+
+        @tools.tool(mutates=True)
+        def rename(db: DBView, user_id: str, name: str) -> str:
+            '''Rename a user.
+
+    Args:
+                user_id: The user's id.
+                name: The new name.
+            '''
+
+    """
+
+    def __init__(self, tools: Sequence[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._schemas: tuple[dict[str, Any], ...] | None = None
+        for tool in tools:
+            self.add(tool)
+
+    def add(self, tool: Tool) -> Tool:
+        """Register a built tool.
+
+        Raises:
+            ToolDefinitionError: When a tool of that name already exists.
+
+        """
+        if tool.name in self._tools:
+            raise ToolDefinitionError(f"duplicate tool name {tool.name!r}")
+        self._tools[tool.name] = tool
+        self._schemas = None
+        return tool
+
+    def tool(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        mutates: bool = False,
+        terminal: bool = False,
+    ) -> Any:
+        """Decorator registering a function as a tool (usable bare or with options).
+
+        Args:
+            fn: The function when used bare as ``@tools.tool``.
+            name: Tool name override.
+            mutates: Whether the tool writes to the DB.
+            terminal: Whether calling it ends the episode.
+
+        Returns:
+            The original function (so it stays directly callable), or a decorator.
+
+        """
+
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(build_tool(func, name=name, mutates=mutates, terminal=terminal))
+            return func
+
+        return register(fn) if fn is not None else register
+
+    def __getitem__(self, name: str) -> Tool:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise ToolCallError(f"unknown tool {name!r}.{did_you_mean(name, self._tools)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Tool names in registration order."""
+        return tuple(self._tools)
+
+    def schemas(self) -> tuple[dict[str, Any], ...]:
+        """OpenAI tool schemas, built once."""
+        if self._schemas is None:
+            self._schemas = tuple(t.schema for t in self._tools.values())
+        return self._schemas
+
+    def subset(self, names: Sequence[str]) -> ToolSet:
+        """A new ToolSet holding only the named tools."""
+        return ToolSet([self[n] for n in names])
+
+    def call(self, view: Any, name: str, arguments: Mapping[str, Any] | str | None = None) -> Any:
+        """Validate and run one tool call.
+
+        Args:
+            view: The DB view to run against.
+            name: Tool name.
+            arguments: Arguments as a dict or JSON text.
+
+        Returns:
+            The tool's return value.
+
+        Raises:
+            ToolCallError: Unknown tool, bad JSON or invalid arguments (shown to the agent as an error).
+            ToolError: The tool refused for a business reason (shown to the agent).
+
+        """
+        tool = self[name]
+        return tool.fn(view, **tool.validate(parse_arguments(arguments)))

@@ -1,0 +1,192 @@
+"""Episode scoring: final DB changes against the gold changes, and required outputs.
+
+Gold changes are computed once per task by replaying the task's gold actions on a fresh view, then
+cached. Scoring reads the episode's view and messages and never writes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from threading import Lock
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from apigen_envs.db import DBView, Snapshot, fingerprint_changes
+from apigen_envs.errors import ToolCallError, ToolError
+from apigen_envs.messages import AssistantMessage
+from apigen_envs.task import Task
+from apigen_envs.tools import ToolSet
+
+
+class RewardInfo(BaseModel):
+    """The reward and its breakdown.
+
+    Attributes:
+        reward: 1.0 when every check in the task's reward basis passed, else 0.0.
+        db_match: Whether the episode's DB changes equal the gold changes (None when not scored on DB).
+        outputs: Required output -> whether it appeared in the agent's messages.
+        changed_rows: How many rows the episode changed.
+        gold_rows: How many rows the gold actions change.
+        matched_rows: Rows whose final value equals the gold value (for shaped rewards).
+        fingerprint: Hash of the episode's final changes.
+        gold_fingerprint: Hash of the gold changes.
+
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    reward: float
+    db_match: bool | None = None
+    outputs: dict[str, bool] = {}
+    changed_rows: int = 0
+    gold_rows: int = 0
+    matched_rows: int = 0
+    fingerprint: str = ""
+    gold_fingerprint: str = ""
+
+    @property
+    def shaped(self) -> float:
+        """A dense score in [0, 1]: mean of the fraction of gold rows matched (penalising extra rows) and
+        the fraction of outputs found. Documented as a shaping signal, not the task's success criterion.
+        """
+        parts: list[float] = []
+        if self.db_match is not None:
+            denom = max(self.gold_rows, self.changed_rows)
+            parts.append(1.0 if denom == 0 else self.matched_rows / denom)
+        if self.outputs:
+            parts.append(sum(self.outputs.values()) / len(self.outputs))
+        return sum(parts) / len(parts) if parts else self.reward
+
+
+@dataclass(frozen=True, slots=True)
+class GoldOutcome:
+    """What replaying a task's gold actions produced.
+
+    Attributes:
+        changes: {table: {key: record or None}} after the gold actions.
+        fingerprint: Hash of ``changes``.
+        results: Per action, ``(ok, text)``: the tool's output or its error message.
+
+    """
+
+    changes: Mapping[str, Mapping[str, Any]]
+    fingerprint: str
+    results: tuple[tuple[bool, str], ...]
+
+    @property
+    def errors(self) -> list[tuple[int, str]]:
+        """(index, message) of gold actions that raised a tool error."""
+        return [(i, text) for i, (ok, text) in enumerate(self.results) if not ok]
+
+
+def replay(tools: ToolSet, view: DBView, actions: Iterable[Any]) -> list[tuple[bool, str]]:
+    """Run actions (objects with ``name`` and ``arguments``) on a view, collecting each outcome.
+
+    Args:
+        tools: The domain's tools.
+        view: The view to run on (it is written to).
+        actions: The actions to run in order.
+
+    Returns:
+        Per action, (ok, output text or error message). Tool and call errors do not stop the replay.
+
+    """
+    from apigen_envs.tools import render_result
+
+    results: list[tuple[bool, str]] = []
+    for action in actions:
+        try:
+            results.append((True, render_result(tools.call(view, action.name, action.arguments))))
+        except (ToolError, ToolCallError) as exc:
+            results.append((False, str(exc)))
+    return results
+
+
+def outputs_found(outputs: Iterable[str], messages: Iterable[Any]) -> dict[str, bool]:
+    """Check which required outputs appear in the agent's text, as tau-bench does.
+
+    Matching is case-insensitive and ignores thousands separators (commas) in the agent's text.
+
+    Args:
+        outputs: Required output strings.
+        messages: The conversation; only assistant text is read.
+
+    Returns:
+        Output -> found.
+
+    """
+    texts = [m.content.lower().replace(",", "") for m in messages if isinstance(m, AssistantMessage) and m.content]
+    return {out: any(out.lower().replace(",", "") in t for t in texts) for out in outputs}
+
+
+class Verifier:
+    """Scores episodes of one domain; holds the per-task gold cache.
+
+    Args:
+        snapshot: The domain's base DB.
+        tools: The domain's tools.
+
+    """
+
+    def __init__(self, snapshot: Snapshot, tools: ToolSet) -> None:
+        self._snapshot = snapshot
+        self._tools = tools
+        self._gold: dict[str, GoldOutcome] = {}
+        self._lock = Lock()
+
+    def gold(self, task: Task) -> GoldOutcome:
+        """The gold outcome of a task, computed on first use and cached."""
+        cached = self._gold.get(task.id)
+        if cached is not None:
+            return cached
+        view = self._snapshot.view()
+        results = replay(self._tools, view, task.actions)
+        changes = view.changes()
+        outcome = GoldOutcome(changes, fingerprint_changes(changes), tuple(results))
+        with self._lock:
+            self._gold.setdefault(task.id, outcome)
+        return self._gold[task.id]
+
+    def score(self, task: Task, view: DBView, messages: Iterable[Any]) -> RewardInfo:
+        """Score a finished (or truncated) episode. Reads only; never writes.
+
+        Args:
+            task: The task.
+            view: The episode's DB view.
+            messages: The episode's conversation.
+
+        Returns:
+            The reward with its breakdown.
+
+        """
+        gold = self.gold(task)
+        passed = True
+        db_match: bool | None = None
+        changes = view.changes()
+        changed = sum(len(rows) for rows in changes.values())
+        gold_rows = sum(len(rows) for rows in gold.changes.values())
+        matched = sum(
+            1
+            for name, rows in changes.items()
+            for key, value in rows.items()
+            if key in gold.changes.get(name, {}) and gold.changes[name][key] == value
+        )
+        if "db" in task.reward_basis:
+            db_match = changes == gold.changes
+            passed = db_match
+        found: dict[str, bool] = {}
+        if "outputs" in task.reward_basis and task.outputs:
+            found = outputs_found(task.outputs, messages)
+            passed = passed and all(found.values())
+        return RewardInfo(
+            reward=1.0 if passed else 0.0,
+            db_match=db_match,
+            outputs=found,
+            changed_rows=changed,
+            gold_rows=gold_rows,
+            matched_rows=matched,
+            fingerprint=fingerprint_changes(changes),
+            gold_fingerprint=gold.fingerprint,
+        )

@@ -1,0 +1,1 @@
+"""Baseline agents: oracle (replays gold actions), noop (never acts), and LLM agents."""

@@ -1,0 +1,1 @@
+"""User simulators: deterministic scripted users (tests) and LLM-driven users."""

@@ -1,0 +1,53 @@
+"""A deterministic user simulator for tests and offline runs.
+
+It either replays fixed lines, or answers from the task: it opens with the task's instruction, confirms
+when the agent asks a question, and stops once the agent replies without a question.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from apigen_envs.messages import AssistantMessage, Message, UserMessage
+from apigen_envs.protocols import UserTurn
+from apigen_envs.task import Task
+
+
+@dataclass(frozen=True)
+class ScriptedUser:
+    """A user that needs no model.
+
+    Attributes:
+        lines: Fixed lines to say in order; after the last one the user stops. When None, the user
+            answers from the task (see module docstring).
+        confirm: What to say when the agent asks a question.
+        max_turns: User turns before stopping regardless.
+        name: Name recorded on episodes.
+
+    """
+
+    lines: tuple[str, ...] | None = None
+    confirm: str = "Yes, please go ahead."
+    max_turns: int = 10
+    name: str = "scripted"
+
+    def respond(self, task: Task, conversation: Sequence[Message], *, seed: int | None = None) -> UserTurn:
+        """Produce the next user turn (deterministic; ``seed`` is ignored)."""
+        said = sum(1 for m in conversation if isinstance(m, UserMessage))
+        if self.lines is not None:
+            if said < len(self.lines):
+                return UserTurn(self.lines[said])
+            return UserTurn("", stop="stop")
+        if said == 0:
+            return UserTurn(task.scenario.instruction)
+        if said >= self.max_turns:
+            return UserTurn("", stop="stop")
+        last = next((m for m in reversed(conversation) if isinstance(m, AssistantMessage) and m.content), None)
+        if last is not None and last.content is not None and last.content.rstrip().endswith("?"):
+            return UserTurn(self.confirm)
+        return UserTurn("Thanks, that's all.", stop="stop")
+
+    async def arespond(self, task: Task, conversation: Sequence[Message], *, seed: int | None = None) -> UserTurn:
+        """Async twin of :meth:`respond`."""
+        return self.respond(task, conversation, seed=seed)
