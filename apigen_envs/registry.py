@@ -76,7 +76,7 @@ def resolve_data_dir(domain: str, data_dir: str | Path | None) -> Path | None:
     if not raw:
         return None
     path = Path(raw).expanduser()
-    sub = path / domain.rsplit(":", 1)[-1]
+    sub = path / domain.split(":")[0].rsplit(".", 1)[-1]
     return sub if sub.is_dir() else path
 
 

@@ -1,0 +1,159 @@
+"""Conformance checks for domains, usable by third-party domain authors in their own tests.
+
+``check_domain(domain)`` runs every check and returns a report; ``assert_domain_ok(domain)`` raises with
+the list of problems. The checks: tool schemas are well-formed; records are frozen; every task's gold actions
+name known tools with valid arguments and replay without tool errors; the oracle passes and the do-nothing
+agent fails every task; the env passes Gymnasium's ``check_env``; and the shared snapshot is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from apigen_envs.db import Record
+from apigen_envs.domain import Domain
+from apigen_envs.errors import ToolCallError
+from apigen_envs.messages import AssistantMessage, Message
+from apigen_envs.protocols import Agent, AgentContext
+
+
+@dataclass
+class DomainReport:
+    """What :func:`check_domain` found.
+
+    Attributes:
+        domain: Domain name.
+        tasks_checked: Number of tasks checked.
+        oracle_passed: Tasks the oracle passed.
+        noop_passed: Tasks the do-nothing agent passed (should be none).
+        gold_errors: task id -> messages of gold actions that raised tool errors.
+        problems: Human-readable problems; empty when the domain conforms.
+    """
+
+    domain: str
+    tasks_checked: int = 0
+    oracle_passed: list[str] = field(default_factory=list)
+    noop_passed: list[str] = field(default_factory=list)
+    gold_errors: dict[str, list[str]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+
+def run_episode(env: object, agent: Agent, *, task_id: str, seed: int | None = 0) -> tuple[float, list[Message]]:
+    """Run one episode of ``agent`` on ``env`` (a ToolUseEnv) and return (reward, messages).
+
+    Args:
+        env: The env (unwrapped ToolUseEnv).
+        agent: The policy.
+        task_id: The task to run.
+        seed: Episode seed.
+
+    Returns:
+        The final reward and the conversation.
+    """
+    _, info = env.reset(seed=seed, options={"task_id": task_id})  # type: ignore[attr-defined]
+    context = AgentContext(
+        system_prompt=info["system_prompt"],
+        tools=tuple(info["tools"]),
+        task=env.task,
+        seed=seed,  # type: ignore[attr-defined]
+    )
+    reward = 0.0
+    done = env.done  # type: ignore[attr-defined]
+    while not done:
+        action: AssistantMessage = agent.act(env.messages, context)  # type: ignore[attr-defined]
+        _, reward, terminated, truncated, _ = env.step(action)  # type: ignore[attr-defined]
+        done = terminated or truncated
+    if env.reward_info is not None:  # type: ignore[attr-defined]
+        reward = env.reward_info.reward  # type: ignore[attr-defined]
+    return float(reward), list(env.messages)  # type: ignore[attr-defined]
+
+
+def check_domain(
+    domain: Domain, *, task_ids: Sequence[str] | None = None, run_env_checker: bool = True
+) -> DomainReport:
+    """Check that a domain conforms to what the env, verifier and pipeline expect.
+
+    Args:
+        domain: The domain to check.
+        task_ids: Restrict the task checks to these ids (all tasks when None).
+        run_env_checker: Also run Gymnasium's ``check_env``.
+
+    Returns:
+        The report; ``report.problems`` lists every failure.
+    """
+    from apigen_envs.baselines.noop import NoopAgent
+    from apigen_envs.baselines.oracle import OracleAgent
+    from apigen_envs.env import ToolUseEnv
+
+    report = DomainReport(domain=domain.name)
+    for schema in domain.tools.schemas():
+        fn = schema.get("function", {})
+        try:
+            json.dumps(schema)
+        except TypeError as exc:
+            report.problems.append(f"tool {fn.get('name')!r}: schema is not JSON ({exc})")
+        if not fn.get("description"):
+            report.problems.append(f"tool {fn.get('name')!r}: no description")
+    before = {name: len(rows) for name, rows in domain.snapshot.tables.items()}
+    for name, rows in domain.snapshot.tables.items():
+        sample = next(iter(rows.values()), None)
+        if sample is not None and not (isinstance(sample, Record) and sample.model_config.get("frozen")):
+            report.problems.append(f"table {name!r}: records must be frozen Record instances")
+    tasks = [domain.task(t) for t in task_ids] if task_ids is not None else list(domain.tasks.values())
+    env = ToolUseEnv(domain, task_ids=[t.id for t in tasks] or None)
+    oracle, noop = OracleAgent(), NoopAgent()
+    for task in tasks:
+        report.tasks_checked += 1
+        for i, action in enumerate(task.actions):
+            try:
+                domain.tools[action.name].validate(action.arguments)
+            except (ToolCallError, ValidationError) as exc:
+                report.problems.append(f"task {task.id!r} action {i}: {exc}")
+        gold = domain.verifier.gold(task)
+        if gold.errors:
+            report.gold_errors[task.id] = [msg for _, msg in gold.errors]
+        if run_episode(env, oracle, task_id=task.id)[0] >= 1.0:
+            report.oracle_passed.append(task.id)
+        else:
+            report.problems.append(f"task {task.id!r}: the oracle does not pass it")
+        if run_episode(env, noop, task_id=task.id)[0] >= 1.0:
+            report.noop_passed.append(task.id)
+            report.problems.append(f"task {task.id!r}: the do-nothing agent passes it (trivial task)")
+    if {name: len(rows) for name, rows in domain.snapshot.tables.items()} != before:
+        report.problems.append("the shared snapshot changed size during the checks")
+    if run_env_checker:
+        from gymnasium.utils.env_checker import check_env
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                check_env(ToolUseEnv(domain, task_ids=[t.id for t in tasks] or None), skip_render_check=True)
+            except AssertionError as exc:
+                report.problems.append(f"gymnasium check_env failed: {exc}")
+    return report
+
+
+def assert_domain_ok(domain: Domain, **kwargs: object) -> DomainReport:
+    """Run :func:`check_domain` and raise ``AssertionError`` listing the problems, if any.
+
+    Args:
+        domain: The domain to check.
+        **kwargs: Passed to :func:`check_domain`.
+
+    Returns:
+        The report when there is no problem.
+    """
+    report = check_domain(domain, **kwargs)  # type: ignore[arg-type]
+    if report.problems:
+        raise AssertionError(f"domain {domain.name!r} does not conform:\n- " + "\n- ".join(report.problems))
+    return report

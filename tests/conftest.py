@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def peers_dir() -> Path:
+    """Where the tau2 peer data lives (../shared/peers/tau2 or $APIGEN_PEERS_DIR)."""
+    return Path(os.environ.get("APIGEN_PEERS_DIR", REPO.parent / "shared" / "peers" / "tau2"))
+
+
+@pytest.fixture
+def mock_domain():
+    from apigen_envs import load_domain
+
+    return load_domain("mock")
+
+
+@pytest.fixture
+def mock_env(mock_domain):
+    from apigen_envs.env import ToolUseEnv
+
+    return ToolUseEnv(mock_domain)
