@@ -296,7 +296,8 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
             content, error = f"Error: internal error in tool {name!r}", True
             self._error = f"tool {name!r} raised {type(exc).__name__}: {exc}"
             self._finish("env_error")
-        self._append(ToolMessage(tool_call_id=call_id, name=name, content=content, error=error))
+        # Fields are known-valid here, so skip pydantic validation on this hot path.
+        self._append(ToolMessage.model_construct(tool_call_id=call_id, name=name, content=content, error=error))
 
     def _end_step(self) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         if not self._done and self._turn >= self.max_turns:
@@ -376,7 +377,9 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
         self._obs.append(msg.to_openai())
 
     def _observation(self) -> Observation:
-        return tuple(_fresh(m) for m in self._obs)
+        # Fresh dicts every call (callers keep and may modify observations); only assistant turns with
+        # tool calls have nested mutables, so the rest get a cheap shallow copy.
+        return tuple([_fresh(m) if "tool_calls" in m else dict(m) for m in self._obs])
 
     def _finish(self, termination: Termination) -> None:
         self._done = True
