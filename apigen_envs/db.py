@@ -278,20 +278,7 @@ class DBView:
 
     def diff(self) -> list[dict[str, Any]]:
         """Changed rows with their before and after values, for reports."""
-        rows = []
-        for name, changed in sorted(self.changes().items()):
-            base = self.snapshot.tables[name]
-            for key, after in sorted(changed.items()):
-                before = base.get(key)
-                rows.append(
-                    {
-                        "table": name,
-                        "key": key,
-                        "before": before.model_dump(mode="json") if before is not None else None,
-                        "after": after.model_dump(mode="json") if after is not None else None,
-                    }
-                )
-        return rows
+        return diff_rows(self.snapshot, self.changes())
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -342,3 +329,29 @@ def fingerprint_changes(changes: Mapping[str, Mapping[str, Any]]) -> str:
     """
     blob = json.dumps(changes_to_json(changes), sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+def diff_rows(snapshot: Snapshot, changes: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of a changes mapping with their snapshot (before) and new (after) values, JSON-able.
+
+    Args:
+        snapshot: The base DB.
+        changes: {table: {key: record or None}}.
+
+    Returns:
+        Dicts with table, key, before and after, sorted by table and key.
+    """
+    rows = []
+    for name, changed in sorted(changes.items()):
+        base = snapshot.tables[name]
+        for key, after in sorted(changed.items()):
+            before = base.get(key)
+            rows.append(
+                {
+                    "table": name,
+                    "key": key,
+                    "before": before.model_dump(mode="json") if before is not None else None,
+                    "after": after.model_dump(mode="json") if after is not None else None,
+                }
+            )
+    return rows

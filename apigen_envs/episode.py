@@ -60,6 +60,7 @@ class Episode(BaseModel):
         duration_s: Wall time.
         started_at: ISO timestamp.
         diff: Changed rows (table, key, before, after) at the end of the episode.
+        gold_diff: The rows the task's gold actions change, in the same form.
         versions: Package and data versions.
 
     """
@@ -90,6 +91,7 @@ class Episode(BaseModel):
     duration_s: float = 0.0
     started_at: str | None = None
     diff: list[dict[str, Any]] = Field(default_factory=list)
+    gold_diff: list[dict[str, Any]] = Field(default_factory=list)
     versions: dict[str, str] = Field(default_factory=dict)
 
     @property

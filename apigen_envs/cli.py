@@ -1,0 +1,314 @@
+"""The ``apigen-envs`` command line.
+
+Subcommands: ``domains``, ``tasks``, ``run`` (collect episodes and report pass^k), ``report`` (metrics and
+pages from episode files), ``serve-local`` (start the offline local model server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from apigen_envs.errors import ApigenError
+
+OFFLINE_AGENTS = ("oracle", "noop")
+LLM_AGENTS = ("tool_calling", "react", "act", "fewshot")
+USERS = ("scripted", "llm", "react", "verify", "reflection")
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_domains(args: argparse.Namespace) -> int:
+    """List the built-in domains with their sizes."""
+    from apigen_envs.registry import GYM_IDS, list_domains, load_domain
+
+    ids = {domain: env_id for env_id, domain in GYM_IDS.items()}
+    for name in list_domains():
+        try:
+            domain = load_domain(name, args.data_dir)
+        except ApigenError as exc:
+            print(f"{name:<8} unavailable: {exc}")
+            continue
+        splits = ", ".join(f"{k}={len(v)}" for k, v in domain.splits.items())
+        tables = ", ".join(f"{k}={v}" for k, v in domain.snapshot.size().items())
+        print(f"{name:<8} {ids.get(name, '-'):<18} tools={len(domain.tools):<3} tasks: {splits:<22} db: {tables}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """List a domain's tasks, or show one."""
+    import json
+
+    from apigen_envs.registry import load_domain
+
+    domain = load_domain(args.domain, args.data_dir)
+    if args.show:
+        print(json.dumps(domain.task(args.show).model_dump(), indent=2, ensure_ascii=False))
+        return 0
+    for task in domain.task_list(args.split):
+        first = " ".join(task.instruction.split())[:90]
+        print(f"{task.id:<24} {task.split:<6} actions={len(task.actions):<2} outputs={len(task.outputs)}  {first}")
+    return 0
+
+
+@contextlib.contextmanager
+def _model_endpoint(args: argparse.Namespace) -> Iterator[tuple[str | None, str]]:
+    """Yield (base_url, model): the given server, or a local model started for the run."""
+    if args.base_url or os.environ.get(args.api_key_env) or os.environ.get("OPENAI_BASE_URL") or not args.local_auto:
+        yield args.base_url, args.model
+        return
+    from apigen_envs.local_model import LocalServer, ensure_model
+
+    print("no API key or --base-url given: starting the local model (see `apigen-envs serve-local`)", file=sys.stderr)
+    with LocalServer(ensure_model()) as server:
+        yield server.base_url, server.model
+
+
+def _build_agent(args: argparse.Namespace, base_url: str | None, model: str) -> tuple[Any, dict[str, Any]]:
+    if args.agent == "oracle":
+        from apigen_envs.baselines.oracle import OracleAgent
+
+        return OracleAgent(), {}
+    if args.agent == "noop":
+        from apigen_envs.baselines.noop import NoopAgent
+
+        return NoopAgent(), {}
+    from apigen_envs.llm import LLMConfig, OpenAIClient
+
+    config = LLMConfig(model=model, base_url=base_url, api_key_env=args.api_key_env, temperature=args.temperature)
+    client = OpenAIClient(config)
+    if args.agent == "tool_calling":
+        from apigen_envs.baselines.tool_calling import ToolCallingAgent
+
+        agent: Any = ToolCallingAgent(client)
+    elif args.agent == "react":
+        from apigen_envs.baselines.react import ReActAgent
+
+        agent = ReActAgent(client)
+    elif args.agent == "act":
+        from apigen_envs.baselines.act import ActAgent
+
+        agent = ActAgent(client)
+    else:
+        from apigen_envs.baselines.fewshot import FewShotAgent
+
+        if not args.examples:
+            raise ApigenError("--agent fewshot needs --examples FILE (episodes JSONL)")
+        agent = FewShotAgent(client, examples_path=Path(args.examples))
+    return agent, config.public()
+
+
+def _build_user(args: argparse.Namespace, base_url: str | None, model: str) -> tuple[Any, dict[str, Any]]:
+    from apigen_envs.simulators.scripted_user import ScriptedUser
+
+    if args.user == "scripted":
+        return ScriptedUser(), {"strategy": "scripted"}
+    from apigen_envs.llm import LLMConfig, OpenAIClient
+    from apigen_envs.simulators.llm_user import LLMUser
+
+    config = LLMConfig(
+        model=args.user_model or model,
+        base_url=args.user_base_url or base_url,
+        api_key_env=args.api_key_env,
+        temperature=args.user_temperature,
+    )
+    return LLMUser(OpenAIClient(config), strategy=args.user), {"strategy": args.user, **config.public()}
+
+
+def _check_reachable(base_url: str | None, timeout: float = 5.0) -> None:
+    """Fail fast with a clear message when the model server cannot be reached at all."""
+    import urllib.error
+    import urllib.request
+
+    if not base_url:
+        return
+    url = base_url.rstrip("/") + "/models"
+    try:
+        urllib.request.urlopen(url, timeout=timeout).close()  # noqa: S310 - URL given by the user
+    except urllib.error.HTTPError:
+        return  # the server answers (perhaps needing a key); requests will tell
+    except (urllib.error.URLError, OSError) as exc:
+        raise ApigenError(f"cannot reach the model server at {base_url} ({exc})") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Collect episodes, then print pass^k beside the do-nothing baseline and write the report."""
+    from tqdm import tqdm
+
+    from apigen_envs.baselines.noop import NoopAgent
+    from apigen_envs.collect import Collector
+    from apigen_envs.episodes_io import load_episodes
+    from apigen_envs.metrics import format_table, summarize_groups
+    from apigen_envs.registry import load_domain
+    from apigen_envs.report import write_report
+
+    domain = load_domain(args.domain, args.data_dir)
+    tasks = list(domain.task_list(args.split))
+    if args.tasks:
+        tasks = [domain.task(t) for t in args.tasks.split(",")]
+    if args.num_tasks:
+        tasks = tasks[: args.num_tasks]
+    if not tasks:
+        return _fail(f"no tasks selected in domain {domain.name!r}")
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / f"{domain.name}-{args.agent}-{time.strftime('%Y%m%d-%H%M%S')}" / "episodes.jsonl"
+    )
+    needs_llm = args.agent in LLM_AGENTS or args.user != "scripted"
+    with _model_endpoint(args) if needs_llm else contextlib.nullcontext((None, args.model)) as (base_url, model):
+        if needs_llm:
+            _check_reachable(base_url)
+        agent, agent_config = _build_agent(args, base_url, model)
+        user, user_config = _build_user(args, base_url, model)
+        total = len(tasks) * args.trials
+        print(f"running {agent.name} on {len(tasks)} {domain.name} tasks x {args.trials} trials -> {out}")
+        with tqdm(total=total, disable=args.quiet, unit="ep") as bar:
+            collector = Collector(
+                domain,
+                agent,
+                user,
+                trials=args.trials,
+                max_turns=args.max_turns,
+                concurrency=args.concurrency,
+                base_seed=args.seed,
+                agent_config=agent_config,
+                user_config=user_config,
+                on_episode=lambda ep: bar.update(1),
+            )
+            collector.run(tasks, out=out)
+    if args.agent != "noop" and not args.no_baseline:
+        baseline = out.with_name("baseline-noop.jsonl")
+        Collector(domain, NoopAgent(), trials=args.trials, max_turns=args.max_turns, base_seed=args.seed).run(
+            tasks, out=baseline
+        )
+        episodes = load_episodes([out, baseline])
+    else:
+        episodes = load_episodes([out])
+    task_ids = {t.id for t in tasks}
+    episodes = [ep for ep in episodes if ep.task_id in task_ids]
+    summaries = list(summarize_groups(episodes).values())
+    print()
+    print(format_table(summaries))
+    written = write_report(episodes, summaries, out.parent, title=f"{domain.name}: {agent.name}")
+    print()
+    for kind, path in written.items():
+        print(f"{kind:>8}: {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Metrics and report pages from episode files."""
+    from apigen_envs.episodes_io import load_episodes
+    from apigen_envs.metrics import format_table, summarize_groups
+    from apigen_envs.report import write_report
+
+    episodes = load_episodes(args.episodes)
+    if not episodes:
+        return _fail("no episodes in the given files")
+    price = (args.price_in, args.price_out) if args.price_in is not None and args.price_out is not None else None
+    summaries = list(summarize_groups(episodes, max_k=args.max_k, price_per_mtok=price).values())
+    print(format_table(summaries))
+    out_dir = Path(args.out) if args.out else Path(args.episodes[0]).parent
+    for kind, path in write_report(episodes, summaries, out_dir).items():
+        print(f"{kind:>8}: {path}")
+    return 0
+
+
+def cmd_serve_local(args: argparse.Namespace) -> int:
+    """Start the offline local model server (downloads and verifies the weights once)."""
+    from apigen_envs.local_model import main as local_main
+
+    argv = ["--port", str(args.port)] if args.port else []
+    if args.ensure_only:
+        argv.append("--ensure-only")
+    return local_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(prog="apigen-envs", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", help="load domains from this folder (tau2 or tau-bench layout)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("domains", help="list domains")
+    p.set_defaults(func=cmd_domains)
+
+    p = sub.add_parser("tasks", help="list or show tasks")
+    p.add_argument("--domain", default="retail")
+    p.add_argument("--split", default=None)
+    p.add_argument("--show", metavar="TASK_ID")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("run", help="collect episodes and report pass^k")
+    p.add_argument("--domain", default="retail")
+    p.add_argument("--split", default="test")
+    p.add_argument("--tasks", help="comma-separated task ids")
+    p.add_argument("--num-tasks", type=int, default=0, help="first N tasks only")
+    p.add_argument("--trials", type=int, default=3, help="episodes per task (k for pass^k)")
+    p.add_argument("--agent", choices=OFFLINE_AGENTS + LLM_AGENTS, default="tool_calling")
+    p.add_argument("--examples", help="few-shot examples (episodes JSONL) for --agent fewshot")
+    p.add_argument("--user", choices=USERS, default="llm")
+    p.add_argument("--model", default=os.environ.get("APIGEN_MODEL", "local"))
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--user-model", default=None)
+    p.add_argument("--user-base-url", default=None)
+    p.add_argument("--user-temperature", type=float, default=0.0)
+    p.add_argument("--no-local", dest="local_auto", action="store_false", help="never start the local model")
+    p.add_argument("--max-turns", type=int, default=30)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="episodes JSONL (resumed if it exists)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the do-nothing baseline")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="metrics and report from episode files")
+    p.add_argument("episodes", nargs="+")
+    p.add_argument("--out", help="report folder (default: next to the first file)")
+    p.add_argument("--max-k", type=int, default=None)
+    p.add_argument("--price-in", type=float, default=None, help="USD per million prompt tokens")
+    p.add_argument("--price-out", type=float, default=None, help="USD per million completion tokens")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("serve-local", help="serve the offline local model on 127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--ensure-only", action="store_true", help="download/verify only, do not serve")
+    p.set_defaults(func=cmd_serve_local)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``apigen-envs``.
+
+    Args:
+        argv: Arguments (defaults to ``sys.argv[1:]``).
+
+    Returns:
+        The exit code.
+    """
+    args = build_parser().parse_args(argv)
+    for name in ("trials", "concurrency", "max_turns"):
+        if getattr(args, name, 1) < 1:
+            return _fail(f"--{name.replace('_', '-')} must be >= 1", 2)
+    try:
+        return int(args.func(args) or 0)
+    except ApigenError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted; rerun the same command to resume", 130)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
