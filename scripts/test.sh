@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up a fresh machine (virtualenv + dependencies) and run the whole test suite.
+# This is the README's test command; .ci/run calls it. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q -e ".[dev,report]"
+# Headless Chromium renders the HTML report in one test; install it where we may (root with apt), else that test skips.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "note: chromium could not be installed; the report rendering test will skip"
+fi
+python -m pytest "$@"
