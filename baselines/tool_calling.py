@@ -1,0 +1,157 @@
+"""The function-calling agent: the policy as system prompt, the tools as native OpenAI tool schemas.
+
+Small local models often write tool calls as JSON text instead of using ``tool_calls``; the client's
+fallback parser (:func:`apigen_envs.llm.parse_text_tool_calls`) already turns those into calls. Two
+further guards keep episodes going with weak models: after a tool result the model is reminded to answer
+the customer in plain language (otherwise it tends to repeat calls), and an empty reply becomes a short
+request to repeat rather than an invalid action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from apigen_envs.llm import LLMClient, LLMRequest, Plan, arun_plan, run_plan
+from apigen_envs.messages import AssistantMessage, Message, ToolMessage
+from apigen_envs.protocols import AgentContext
+
+PLAIN_LANGUAGE_NUDGE = (
+    "The tool results are above. If you now have what you need, reply to the customer in plain language. "
+    "Call another tool only if you still need to look something up or to act."
+)
+"""System note appended after a tool result (set ``nudge=None`` to turn it off)."""
+
+EMPTY_REPLY = "Sorry, I did not catch that. Could you please repeat your last message?"
+"""Said in place of an empty model reply, so the episode continues."""
+
+
+def ensure_unique_call_ids(message: AssistantMessage, conversation: Sequence[Message]) -> AssistantMessage:
+    """Rename tool-call ids that clash with ids already used in the conversation (or in the message).
+
+    Ids parsed from text are derived from the text, so a model repeating itself would reuse them, and
+    tool results must map to exactly one call.
+
+    Args:
+        message: The new assistant message.
+        conversation: The conversation so far.
+
+    Returns:
+        The message, with fresh ids where needed.
+
+    """
+    if not message.tool_calls:
+        return message
+    used = {c.id for m in conversation if isinstance(m, AssistantMessage) for c in m.tool_calls}
+    calls = []
+    changed = False
+    for i, call in enumerate(message.tool_calls):
+        if call.id in used:
+            n = 0
+            while f"{call.id}_{len(conversation)}_{i}_{n}" in used:
+                n += 1
+            call = call.model_copy(update={"id": f"{call.id}_{len(conversation)}_{i}_{n}"})
+            changed = True
+        used.add(call.id)
+        calls.append(call)
+    return message.model_copy(update={"tool_calls": tuple(calls)}) if changed else message
+
+
+def resolve_temperature(own: float | None, context: AgentContext) -> float | None:
+    """The agent's temperature, else the collector's ``context.extra["temperature"]``, else None."""
+    if own is not None:
+        return own
+    value = context.extra.get("temperature")
+    return float(value) if isinstance(value, int | float) else None
+
+
+class ToolCallingAgent:
+    """An agent using native function calling through an :class:`~apigen_envs.llm.LLMClient`.
+
+    Args:
+        client: The model client.
+        name: Name recorded on episodes.
+        temperature: Sampling temperature (None: ``context.extra["temperature"]`` or the client default).
+        nudge: System note added after a tool result; None disables it.
+        empty_reply: Text used when the model returns neither text nor tool calls.
+
+    """
+
+    def __init__(
+        self,
+        client: LLMClient,
+        *,
+        name: str = "tool_calling",
+        temperature: float | None = None,
+        nudge: str | None = PLAIN_LANGUAGE_NUDGE,
+        empty_reply: str = EMPTY_REPLY,
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.temperature = temperature
+        self.nudge = nudge
+        self.empty_reply = empty_reply
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, client={self.client!r})"
+
+    def public(self) -> dict[str, Any]:
+        """Settings to record on episodes (no secrets)."""
+        config = getattr(self.client, "config", None)
+        return {
+            "name": self.name,
+            "kind": type(self).__name__,
+            "temperature": self.temperature,
+            "nudge": self.nudge is not None,
+            "llm": config.public() if hasattr(config, "public") else type(self.client).__name__,
+        }
+
+    def system_prompt(self, context: AgentContext) -> str:
+        """The system prompt sent to the model (the domain policy; subclasses add to it)."""
+        return context.system_prompt
+
+    def build_messages(self, conversation: Sequence[Message], context: AgentContext) -> list[dict[str, Any]]:
+        """The OpenAI chat messages for the next call.
+
+        Args:
+            conversation: The conversation so far.
+            context: The episode context.
+
+        Returns:
+            System prompt, the conversation, and the plain-language note when the last message is a
+            tool result.
+
+        """
+        messages: list[dict[str, Any]] = [{"role": "system", "content": self.system_prompt(context)}]
+        messages.extend(m.to_openai() for m in conversation)
+        if self.nudge and conversation and isinstance(conversation[-1], ToolMessage):
+            messages.append({"role": "system", "content": self.nudge})
+        return messages
+
+    def plan(self, conversation: Sequence[Message], context: AgentContext) -> Plan[AssistantMessage]:
+        """The turn as a plan of LLM requests (drive it with :func:`~apigen_envs.llm.run_plan`)."""
+        completion = yield LLMRequest(
+            self.build_messages(conversation, context),
+            tools=list(context.tools) or None,
+            seed=context.seed,
+            temperature=resolve_temperature(self.temperature, context),
+        )
+        message = completion.message
+        if message.usage is None:
+            message = message.model_copy(update={"usage": completion.usage})
+        if message.is_empty:
+            return AssistantMessage(content=self.empty_reply, usage=message.usage)
+        return ensure_unique_call_ids(message, conversation)
+
+    def act(self, conversation: Sequence[Message], context: AgentContext) -> AssistantMessage:
+        """Next assistant message: tool calls or text for the customer.
+
+        Raises:
+            LLMError: When the client fails.
+
+        """
+        return run_plan(self.client, self.plan(conversation, context))
+
+    async def aact(self, conversation: Sequence[Message], context: AgentContext) -> AssistantMessage:
+        """Async twin of :meth:`act`."""
+        return await arun_plan(self.client, self.plan(conversation, context))
