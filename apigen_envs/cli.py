@@ -103,7 +103,7 @@ def _build_agent(args: argparse.Namespace, base_url: str | None, model: str) -> 
 
         if not args.examples:
             raise ApigenError("--agent fewshot needs --examples FILE (episodes JSONL)")
-        agent = FewShotAgent(client, examples_path=Path(args.examples))
+        agent = FewShotAgent(client, Path(args.examples))
     return agent, config.public()
 
 
