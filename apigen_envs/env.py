@@ -285,7 +285,10 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
         try:
             tool = tools[name]
             kwargs = tool.validate(parse_arguments(arguments))
-            with self._view.transaction():
+            if tool.mutates:
+                with self._view.transaction():
+                    content = render_result(tool.fn(self._view, **kwargs))
+            else:
                 content = render_result(tool.fn(self._view, **kwargs))
             if tool.terminal:
                 self._finish("terminal_tool")
@@ -297,8 +300,7 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
             content, error = f"Error: internal error in tool {name!r}", True
             self._error = f"tool {name!r} raised {type(exc).__name__}: {exc}"
             self._finish("env_error")
-        # Fields are known-valid here, so skip pydantic validation on this hot path.
-        self._append(ToolMessage.model_construct(tool_call_id=call_id, name=name, content=content, error=error))
+        self._append(ToolMessage(tool_call_id=call_id, name=name, content=content, error=error))
 
     def _end_step(self) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         if not self._done and self._turn >= self.max_turns:
