@@ -284,13 +284,29 @@ def scan_json(text: str) -> list[tuple[Any, int, int]]:
     return found
 
 
-def _dedouble(text: str) -> str:
-    # Templates that escape braces make small models write {{"name": ...}}; a valid call never needs {{.
+def undouble_braces(text: str) -> str:
+    """Collapse doubled braces ``{{ }}`` (chat templates that escape braces teach small models to write them).
+
+    Args:
+        text: Text that may hold JSON with doubled braces.
+
+    Returns:
+        The text with ``{{`` -> ``{`` and ``}}`` -> ``}``.
+
+    """
     return text.replace("{{", "{").replace("}}", "}")
 
 
-def _parse_arguments(raw: Any) -> dict[str, Any] | str:
-    """Arguments as a dict when they are (or encode) a JSON object; otherwise the raw text."""
+def coerce_arguments(raw: Any) -> dict[str, Any] | str:
+    """Tool-call arguments as a dict when they are (or encode) a JSON object; otherwise the raw text.
+
+    Args:
+        raw: A dict, JSON text, None, or anything else (serialised to JSON text).
+
+    Returns:
+        The dict, or the raw string the env will answer with an error observation.
+
+    """
     if isinstance(raw, dict):
         return raw
     if raw is None:
@@ -302,7 +318,7 @@ def _parse_arguments(raw: Any) -> dict[str, Any] | str:
             value = json.loads(raw)
         except json.JSONDecodeError:
             try:
-                value = json.loads(_dedouble(raw))
+                value = json.loads(undouble_braces(raw))
             except json.JSONDecodeError:
                 return raw  # the env answers unparsable arguments with an error observation
         return value if isinstance(value, dict) else raw
@@ -335,14 +351,14 @@ def _calls_from_value(value: Any, names: frozenset[str], seed_text: str, start: 
             return []
         raw_args = next((item[k] for k in _ARG_KEYS if k in item), {})
         calls.append(
-            ToolCall(id=_call_id(seed_text, start + len(calls)), name=name, arguments=_parse_arguments(raw_args))
+            ToolCall(id=_call_id(seed_text, start + len(calls)), name=name, arguments=coerce_arguments(raw_args))
         )
     return calls
 
 
 def _calls_in(text: str, names: frozenset[str], seed_text: str) -> tuple[list[ToolCall], list[tuple[int, int]]]:
     """Calls in one block of text and the spans they occupy (tries doubled braces as a fallback)."""
-    for candidate in (text, _dedouble(text)) if "{{" in text else (text,):
+    for candidate in (text, undouble_braces(text)) if "{{" in text else (text,):
         calls: list[ToolCall] = []
         spans = []
         for value, start, end in scan_json(candidate):
@@ -432,7 +448,7 @@ def build_assistant_message(
             continue
         raw_args = fn.get("arguments", fn.get("input", {})) if isinstance(fn, Mapping) else {}
         call_id = tc.get("id") or _call_id(f"{name}{raw_args}", i)
-        calls.append(ToolCall(id=str(call_id), name=name, arguments=_parse_arguments(raw_args)))
+        calls.append(ToolCall(id=str(call_id), name=name, arguments=coerce_arguments(raw_args)))
     text = content if isinstance(content, str) else None
     if not calls and tools:
         parsed, remaining = parse_text_tool_calls(text, tool_names_of(tools))

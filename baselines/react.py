@@ -34,6 +34,7 @@ RESPOND = "respond"
 
 _ACTION_RE = re.compile(r"^\W*action\s*:\s*", re.IGNORECASE | re.MULTILINE)
 _THOUGHT_RE = re.compile(r"^\W*thought\s*:\s*", re.IGNORECASE)
+_THOUGHT_PARAGRAPH_RE = re.compile(r"^\W*thought\s*:.*?(?:\n\s*\n|$)", re.IGNORECASE | re.DOTALL)
 _NAME_RE = re.compile(r'"name"\s*:\s*"([^"]+)"')
 _NAME_KEYS = ("name", "tool", "tool_name", "action")
 _ARG_KEYS = ("arguments", "parameters", "args", "kwargs", "input", "action_input")
@@ -127,8 +128,8 @@ def parse_action(text: str | None, call_id: str, tool_names: Sequence[str] = ())
                 content=thought, tool_calls=(ToolCall(id=call_id, name=named.group(1), arguments=raw),)
             )
         return AssistantMessage(content=segment or thought or EMPTY_REPLY)
-    # No action at all: the model spoke to the customer directly; drop a leading thought if any.
-    said = _THOUGHT_RE.sub("", text).strip()
+    # No action at all: the model spoke to the customer directly; drop a leading thought paragraph.
+    said = _THOUGHT_PARAGRAPH_RE.sub("", text, count=1).strip()
     return AssistantMessage(content=said or EMPTY_REPLY)
 
 
