@@ -52,8 +52,56 @@ SERVER_REQUIREMENT = "llama-cpp-python[server]==0.3.36"
 MODEL_ALIAS = "local"
 """The model name the server answers to (``LLMConfig(model="local")``)."""
 
-DEFAULT_CHAT_FORMAT = "chatml"
-"""llama-cpp-python chat format used by default (see :class:`LocalServer` for what was measured)."""
+TOOLS_CHAT_FORMAT = "qwen-tools"
+"""Our own chat format: Qwen's ChatML layout with tools, tool calls and tool results (:data:`QWEN_TOOLS_TEMPLATE`)."""
+
+DEFAULT_CHAT_FORMAT = TOOLS_CHAT_FORMAT
+"""Chat format used by default (see :class:`LocalServer` for what was measured)."""
+
+# Why our own template: the GGUF's embedded one prints the tool-call example with doubled braces
+# ({{"name": ...}}), which small models then copy; llama-cpp-python's "chatml" and
+# "chatml-function-calling" formats silently drop tool-result messages, so the model never sees them.
+# llama-cpp-python's "hf-tokenizer-config" handler appends an empty assistant message as the generation
+# prompt, which the template turns into the opening of the assistant turn.
+QWEN_TOOLS_TEMPLATE = (
+    "{%- if messages[0].role == 'system' -%}"
+    "{{- '<|im_start|>system\\n' + messages[0].content -}}"
+    "{%- else -%}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.' -}}"
+    "{%- endif -%}"
+    "{%- if tools -%}"
+    "{{- '\\n\\n# Tools\\n\\nYou may call the functions whose JSON signatures are listed inside '"
+    " + '<tools></tools>:\\n<tools>' -}}"
+    "{%- for tool in tools -%}{{- '\\n' + (tool | tojson) -}}{%- endfor -%}"
+    "{{- '\\n</tools>\\n\\nTo call a function, reply with one JSON object holding its name and arguments, '"
+    " + 'wrapped in <tool_call></tool_call> tags:\\n<tool_call>\\n'"
+    ' + \'{"name": "<function name>", "arguments": {"<parameter>": <value>}}\\n</tool_call>\' -}}'
+    "{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- for message in messages -%}"
+    "{%- if loop.last and message.role == 'assistant' and not message.content and not message.tool_calls -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- elif message.role == 'system' and loop.first -%}"
+    "{%- elif message.role == 'tool' -%}"
+    "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' -%}{{- '<|im_start|>user' -}}{%- endif -%}"
+    "{{- '\\n<tool_response>\\n' + (message.content or '') + '\\n</tool_response>' -}}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' -%}{{- '<|im_end|>\\n' -}}{%- endif -%}"
+    "{%- elif message.role == 'assistant' and message.tool_calls -%}"
+    "{{- '<|im_start|>assistant' -}}"
+    "{%- if message.content -%}{{- '\\n' + message.content -}}{%- endif -%}"
+    "{%- for call in message.tool_calls -%}"
+    "{%- set fn = call.function if call.function is defined else call -%}"
+    '{{- \'\\n<tool_call>\\n{"name": "\' + fn.name + \'", "arguments": \' -}}'
+    "{%- if fn.arguments is string -%}{{- fn.arguments -}}{%- else -%}{{- fn.arguments | tojson -}}{%- endif -%}"
+    "{{- '}\\n</tool_call>' -}}"
+    "{%- endfor -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- else -%}"
+    "{{- '<|im_start|>' + message.role + '\\n' + (message.content or '') + '<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+"""Jinja chat template for Qwen2.5 models with tools, written for llama-cpp-python's ``hf-tokenizer-config``."""
 
 _HASH_CHUNK = 1 << 20
 _LOG_TAIL_CHARS = 2000
@@ -455,6 +503,7 @@ class LocalServer:
         self.chat_format = chat_format
         self.startup_timeout = startup_timeout
         self.log_path = log_path or self.model_path.parent / f"server-{self.port}.log"
+        self.template_path = self.log_path.with_name(f"{TOOLS_CHAT_FORMAT}-tokenizer-config.json")
         self.extra_args = tuple(extra_args)
         self.model = MODEL_ALIAS
         self.startup_seconds: float | None = None
@@ -489,7 +538,9 @@ class LocalServer:
             "--n_threads",
             str(self.n_threads),
         ]
-        if self.chat_format:
+        if self.chat_format == TOOLS_CHAT_FORMAT:
+            cmd += ["--chat_format", "hf-tokenizer-config", "--hf_tokenizer_config_path", str(self.template_path)]
+        elif self.chat_format:
             cmd += ["--chat_format", self.chat_format]
         return [*cmd, *self.extra_args]
 
@@ -507,6 +558,10 @@ class LocalServer:
             raise LocalModelError(f"model file not found: {self.model_path} (run ensure_model() first)")
         ensure_server()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.chat_format == TOOLS_CHAT_FORMAT:
+            # Rewritten on every start so a template change in a new version takes effect.
+            config = {"chat_template": QWEN_TOOLS_TEMPLATE, "bos_token": "<|endoftext|>", "eos_token": "<|im_end|>"}
+            self.template_path.write_text(json.dumps(config, indent=1), encoding="utf-8")
         started = time.perf_counter()
         with self.log_path.open("wb") as log:
             # A new session keeps Ctrl-C in the terminal from reaching the server before we stop it cleanly.
