@@ -17,7 +17,6 @@ import gymnasium as gym
 from pydantic import ValidationError
 
 from apigen_envs import __version__
-from apigen_envs.db import diff_rows
 from apigen_envs.domain import Domain
 from apigen_envs.episode import Episode, Termination
 from apigen_envs.errors import EnvBugError, EnvStateError, InvalidActionError, ToolCallError, ToolError
@@ -436,7 +435,7 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
             duration_s=round(time.perf_counter() - self._started, 6),
             started_at=fields.pop("started_at", None) or datetime.now(UTC).isoformat(timespec="seconds"),
             diff=self._view.diff() if self._view is not None else [],
-            gold_diff=diff_rows(self.domain.snapshot, self.domain.verifier.gold(task).changes),
+            gold_diff=list(self.domain.verifier.gold(task).diff),
             versions={"apigen_envs": __version__, "domain_source": self.domain.source},
             **fields,
         )

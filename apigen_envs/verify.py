@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from apigen_envs.db import DBView, Snapshot, fingerprint_changes
+from apigen_envs.db import DBView, Snapshot, diff_rows, fingerprint_changes
 from apigen_envs.errors import ToolCallError, ToolError
 from apigen_envs.messages import AssistantMessage
 from apigen_envs.task import Task
@@ -68,12 +68,14 @@ class GoldOutcome:
         changes: {table: {key: record or None}} after the gold actions.
         fingerprint: Hash of ``changes``.
         results: Per action, ``(ok, text)``: the tool's output or its error message.
+        diff: ``changes`` as rows with before/after values (see :func:`apigen_envs.db.diff_rows`).
 
     """
 
     changes: Mapping[str, Mapping[str, Any]]
     fingerprint: str
     results: tuple[tuple[bool, str], ...]
+    diff: tuple[dict[str, Any], ...] = ()
 
     @property
     def errors(self) -> list[tuple[int, str]]:
@@ -144,7 +146,9 @@ class Verifier:
         view = self._snapshot.view()
         results = replay(self._tools, view, task.actions)
         changes = view.changes()
-        outcome = GoldOutcome(changes, fingerprint_changes(changes), tuple(results))
+        outcome = GoldOutcome(
+            changes, fingerprint_changes(changes), tuple(results), tuple(diff_rows(self._snapshot, changes))
+        )
         with self._lock:
             self._gold.setdefault(task.id, outcome)
         return self._gold[task.id]
