@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Annotated, Any, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -47,7 +47,24 @@ FrozenMap = Annotated[dict[K, V], AfterValidator(FrozenDict)]
 class Record(BaseModel):
     """Base class of DB rows: frozen, nested collections are tuples or :data:`FrozenMap`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # Records never change, so their JSON text is computed once and reused by every env that shows them.
+    _json_text: str | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # Equality is by type and field values only: the private JSON cache must not make equal rows differ.
+        if self is other:
+            return True
+        return type(other) is type(self) and self.__dict__ == other.__dict__  # type: ignore[union-attr]
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(self.__dict__.values())))
+
+    def json_text(self) -> str:
+        """The record as JSON text (``json.dumps`` of its JSON dump), cached on the frozen record."""
+        if self._json_text is None:
+            self._json_text = json.dumps(self.model_dump(mode="json"), ensure_ascii=False)
+        return self._json_text
 
     def evolve(self, **changes: Any) -> Self:
         """Return a copy with some fields replaced, validated (so dicts become frozen maps).

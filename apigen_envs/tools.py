@@ -17,6 +17,7 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from apigen_envs.db import Record
 from apigen_envs.errors import ApigenError, ToolCallError, did_you_mean
 
 _SECTION = re.compile(r"^\s*(Args|Arguments|Returns|Raises|Yields|Examples?|Notes?):\s*$")
@@ -185,6 +186,8 @@ def render_result(value: Any) -> str:
     """The text the model sees for a tool's return value (strings as-is, everything else as JSON)."""
     if isinstance(value, str):
         return value
+    if isinstance(value, Record):
+        return value.json_text()
     return json.dumps(to_jsonable(value), ensure_ascii=False)
 
 
