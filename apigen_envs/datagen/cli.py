@@ -1,0 +1,143 @@
+"""``apigen-envs blueprints``: run phase 1 and write verified blueprints with train/test splits.
+
+Hooked into the main CLI with ``add_blueprints_parser(sub)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from apigen_envs.errors import ApigenError
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from apigen_envs.llm import LLMConfig, OpenAIClient
+
+    return OpenAIClient(
+        LLMConfig(model=args.model, base_url=args.base_url, api_key_env=args.api_key_env, temperature=args.temperature)
+    )
+
+
+def cmd_blueprints(args: argparse.Namespace) -> int:
+    """Run the phase-1 pipeline and save the blueprints and statistics."""
+    from apigen_envs.datagen.committee import Committee
+    from apigen_envs.datagen.phase1 import Phase1Config, Phase1Pipeline, write_blueprints
+    from apigen_envs.datagen.proposers import LLMProposer, TemplateProposer
+    from apigen_envs.registry import load_domain
+
+    if args.n < 1:
+        return _fail("--n must be >= 1")
+    if args.committee < 0:
+        return _fail("--committee must be >= 0")
+    if not 0.0 <= args.split_ratio <= 1.0:
+        return _fail("--split-ratio must be within [0, 1]")
+    needs_llm = args.proposer == "llm" or args.committee > 0
+    if needs_llm and not (args.base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get(args.api_key_env)):
+        return _fail(
+            "the llm proposer and the committee need a model: give --base-url (any OpenAI-compatible server, "
+            f"e.g. `apigen-envs serve-local`) or set ${args.api_key_env}"
+        )
+    domain = load_domain(args.domain, getattr(args, "data_dir", None))
+    client = _client(args) if needs_llm else None
+    if args.proposer == "template":
+        module = domain_module = f"apigen_envs.domains.{domain.name}.templates"
+        try:
+            templates = importlib.import_module(module)
+        except ImportError:
+            return _fail(f"domain {domain.name!r} has no templates module ({domain_module}); use --proposer llm")
+        proposer: Any = TemplateProposer(templates, domain.snapshot)
+    else:
+        proposer = LLMProposer(client, domain.tools, temperature=args.temperature)
+    committee = (
+        Committee(client, size=args.committee, threshold=args.threshold, policy=domain.policy)
+        if args.committee
+        else None
+    )
+
+    def progress(attempt: int, accepted: int) -> None:
+        if not args.quiet and (attempt % 25 == 0 or accepted >= args.n):
+            print(f"\r  attempts {attempt:>6}  accepted {accepted:>6}/{args.n}", end="", file=sys.stderr)
+
+    pipeline = Phase1Pipeline(
+        domain,
+        proposer,
+        committee=committee,
+        summariser=client if committee is not None else None,
+        recombiner=client if args.proposer == "llm" else None,
+        progress=progress,
+    )
+    config = Phase1Config(
+        n=args.n,
+        seed=args.seed,
+        max_retries=args.retries,
+        max_attempts=args.max_attempts,
+        recombine=args.recombine,
+        split_ratio=args.split_ratio,
+    )
+    result = pipeline.run(config)
+    if not args.quiet:
+        print(file=sys.stderr)
+    out = Path(args.out) if args.out else Path(f"{domain.name}_blueprints.jsonl")
+    path, stats_path = write_blueprints(result.tasks, result.stats, out)
+    print(result.stats.table())
+    splits = {s: sum(t.split == s for t in result.tasks) for s in ("train", "test")}
+    print(f"wrote {len(result.tasks)} blueprints to {path} (train={splits['train']}, test={splits['test']})")
+    print(f"statistics: {stats_path}")
+    return 0
+
+
+def add_blueprints_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``blueprints`` subcommand to the main CLI's subparsers.
+
+    Args:
+        subparsers: The object returned by ``ArgumentParser.add_subparsers``.
+
+    Returns:
+        The new subparser.
+
+    """
+    p = subparsers.add_parser("blueprints", help="generate verified task blueprints (APIGen-MT phase 1)")
+    p.add_argument("--domain", default="retail")
+    p.add_argument("--n", type=int, default=200, help="accepted simple blueprints to generate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--proposer", choices=("template", "llm"), default="template")
+    p.add_argument("--model", default=os.environ.get("APIGEN_MODEL", "local"))
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--committee", type=int, default=0, help="LLM reviewers (0: offline, no committee)")
+    p.add_argument("--threshold", type=float, default=0.75, help="voted average needed to accept")
+    p.add_argument("--retries", type=int, default=None, help="feedback rounds (default 3 retail, 5 airline)")
+    p.add_argument("--max-attempts", type=int, default=None, help="contexts to try at most (default 4 * n)")
+    p.add_argument("--recombine", type=int, default=0, help="multi-intent combinations to try")
+    p.add_argument("--split-ratio", type=float, default=0.8, help="share of users in the train split")
+    p.add_argument("--out", help="blueprints file (.jsonl, or .json for a JSON list)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_blueprints)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the subcommand standalone (``python -m apigen_envs.datagen.cli``)."""
+    parser = argparse.ArgumentParser(prog="apigen-envs")
+    parser.add_argument("--data-dir", default=None)
+    add_blueprints_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ApigenError, ValueError) as exc:
+        return _fail(str(exc), 1)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
