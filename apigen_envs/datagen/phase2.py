@@ -66,7 +66,8 @@ class Phase2Config:
     Attributes:
         trials: Counted attempts per blueprint (the paper uses 3).
         stop_after: Stop a blueprint once it has this many distinct successes (None: run every trial).
-        max_infra_retries: Extra attempts per blueprint to replace infrastructure failures.
+        max_infra_retries: Extra attempts per blueprint to replace infrastructure failures (a blueprint runs
+            at most ``trials + max_infra_retries`` episodes).
         max_turns: Agent steps per episode before truncation.
         concurrency: Episodes in flight at once.
         base_seed: Run seed; each episode's seed derives from it, the blueprint id and the trial.
@@ -288,7 +289,7 @@ class BlueprintRecord:
         """The trial index to run next, or None when this blueprint is finished."""
         if config.stop_after is not None and len(self.kept) >= config.stop_after:
             return None
-        if self.attempts >= config.trials or self.infra_failures > config.max_infra_retries:
+        if self.attempts >= config.trials or len(self.episodes) >= config.trials + config.max_infra_retries:
             return None
         return max((e.trial for e in self.episodes), default=-1) + 1
 
@@ -304,7 +305,8 @@ class BlueprintRecord:
             "acceptance": _ratio(self.successes, self.attempts),
             "first_success_trial": first,
             "stopped_early": bool(self.kept) and self.attempts < config.trials,
-            "infra_exhausted": self.infra_failures > config.max_infra_retries,
+            "infra_exhausted": self.attempts < config.trials
+            and len(self.episodes) >= config.trials + config.max_infra_retries,
         }
 
 
@@ -477,7 +479,8 @@ async def arun_phase2(
                 continue
             # Without early stopping every remaining counted trial can run at once (more concurrency);
             # with it, one trial per blueprint per round, so no attempt runs after the blueprint is done.
-            needed = 1 if config.stop_after is not None else config.trials - record.attempts
+            budget = config.trials + config.max_infra_retries - len(record.episodes)
+            needed = 1 if config.stop_after is not None else min(config.trials - record.attempts, budget)
             planned.extend((record.task_id, trial + i) for i in range(needed))
         if not planned:
             break
