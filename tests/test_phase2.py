@@ -453,3 +453,22 @@ def test_best_of_n_user_inside_phase_2(tmp_path):
     result = run(tmp_path, solver(), user=user, trials=1)
     assert result.stats["kept"] == 1
     assert user.history and all(len(c.candidates) == 4 for c in user.history)
+
+
+def test_trajectories_cli_with_best_of_n_rules(tmp_path, capsys):
+    import argparse
+
+    from apigen_envs.datagen.phase2_cli import add_trajectories_parser
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir")
+    add_trajectories_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "t.jsonl"
+    argv = ["trajectories", "--domain", "mock", "--agent", "oracle", "--user", "scripted", "--out", str(out)]
+    args = parser.parse_args([*argv, "--best-of-n", "2", "--critic", "rules", "--trials", "2", "--quiet"])
+    assert args.func(args) == 0
+    stats = json.loads(out.with_name("t.stats.json").read_text())
+    assert stats["blueprints"] == 5 and stats["kept"] == 5 and stats["attempts"] == 10
+    assert "kept 5 trajectories" in capsys.readouterr().out
+    bad = parser.parse_args([*argv, "--trials", "0"])
+    assert bad.func(bad) == 2
