@@ -168,7 +168,8 @@ def generate_products(seed: int) -> dict[str, dict[str, Any]]:
     return products
 
 
-def _address(rng: random.Random) -> dict[str, str]:
+def random_address(rng: random.Random) -> dict[str, str]:
+    """A plausible US address in tau2's field order."""
     city, state, zip_prefix = rng.choice(CITIES)
     roll = rng.random()
     address2 = f"Suite {rng.randint(100, 999)}" if roll < 0.7 else f"Apt {rng.randint(1, 40)}" if roll < 0.9 else ""
@@ -213,7 +214,7 @@ def generate_users(rng: random.Random, ids: _Ids, count: int) -> dict[str, dict[
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         user_id = f"{first}_{last}_{rng.randint(1000, 9999)}".lower()
         email = f"{first}.{last}{rng.randint(1000, 9999)}@example.com".lower()
-        address = _address(rng)
+        address = random_address(rng)
         key = (first, last, address["zip"])
         if user_id in users or email in emails or key in name_zips:
             continue
@@ -251,7 +252,7 @@ def _order(
     order: dict[str, Any] = {
         "order_id": order_id,
         "user_id": user["user_id"],
-        "address": dict(user["address"]) if rng.random() < 0.8 else _address(rng),
+        "address": dict(user["address"]) if rng.random() < 0.8 else random_address(rng),
         "items": items,
         "status": status,
         "fulfillments": [],

@@ -33,7 +33,7 @@ from apigen_envs.tools import ToolSet
 from apigen_envs.verify import replay
 
 from . import NAME, compose_instruction, load_db
-from .generate import CITIES, STREETS
+from .generate import random_address
 from .models import GiftCard, Order, OrderItem, Product, User, Variant, to_cents
 from .tools import build_tools, fold
 
@@ -177,16 +177,8 @@ def _start(view: DBView, rng: random.Random, user: User) -> Draft:
 
 def _new_address(rng: random.Random, current: Any) -> dict[str, str]:
     while True:
-        city, state, zip_prefix = rng.choice(CITIES)
-        address = {
-            "address1": f"{rng.randint(10, 9999)} {rng.choice(STREETS)}",
-            "address2": rng.choice(("", f"Apt {rng.randint(1, 40)}", f"Suite {rng.randint(100, 999)}")),
-            "city": city,
-            "state": state,
-            "country": "USA",
-            "zip": f"{zip_prefix}{rng.randint(0, 99):02d}",
-        }
-        if address != {k: getattr(current, k) for k in address}:
+        address = random_address(rng)
+        if address != current.model_dump():
             return address
 
 
