@@ -286,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--ensure-only", action="store_true", help="download/verify only, do not serve")
     p.set_defaults(func=cmd_serve_local)
+
+    from apigen_envs.datagen.cli import add_blueprints_parser
+    from apigen_envs.datagen.phase2_cli import add_export_parser, add_trajectories_parser
+
+    add_blueprints_parser(sub)
+    add_trajectories_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
@@ -304,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"--{name.replace('_', '-')} must be >= 1", 2)
     try:
         return int(args.func(args) or 0)
-    except ApigenError as exc:
+    except (ApigenError, ValueError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return _fail("interrupted; rerun the same command to resume", 130)

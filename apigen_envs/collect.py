@@ -19,6 +19,7 @@ from apigen_envs.domain import Domain
 from apigen_envs.env import ToolUseEnv
 from apigen_envs.episode import Episode
 from apigen_envs.episodes_io import EpisodeWriter, existing_ids, run_key
+from apigen_envs.errors import InvalidActionError
 from apigen_envs.messages import Usage
 from apigen_envs.protocols import Agent, AgentContext, UserSimulator
 from apigen_envs.registry import load_domain
@@ -145,7 +146,10 @@ class Collector:
                 agent_usage = agent_usage + action.usage
             try:
                 await env.astep(action)
-            except Exception as exc:  # noqa: BLE001 - user failure (env already marked done) or bad action
+            except InvalidActionError as exc:
+                # The policy's own fault (empty or malformed turn): the episode ends and counts as a failure.
+                env.end("invalid_action", _describe(exc))
+            except Exception as exc:  # noqa: BLE001 - user failure (env already marked done)
                 if env.done:
                     break
                 return env.to_episode(

@@ -146,6 +146,7 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
         self._reward_info: RewardInfo | None = None
         self._seed: int | None = None
         self._user_usage = Usage()
+        self._user_trace: list[dict[str, Any]] = []
         self._started = 0.0
 
     # ----------------------------------------------------------------- public state
@@ -219,6 +220,7 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
         self._error = None
         self._reward_info = None
         self._user_usage = Usage()
+        self._user_trace = []
         self._started = time.perf_counter()
 
     def _reset_result(self) -> tuple[Observation, dict[str, Any]]:
@@ -366,6 +368,8 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
         self._finish("user_error")
 
     def _apply_user_turn(self, turn: UserTurn) -> None:
+        if turn.meta is not None:
+            self._user_trace.append({"turn": self._turn, **turn.meta})
         if turn.usage is not None:
             self._user_usage = self._user_usage + turn.usage
         if turn.content or turn.stop is None:
@@ -397,6 +401,20 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
             "reward_info": self._reward_info,
             "error": self._error,
         }
+
+    def end(self, termination: Termination, error: str | None = None) -> None:
+        """End the episode from outside the step loop (e.g. the policy produced no usable action).
+
+        Args:
+            termination: Why it ended.
+            error: Optional description recorded on the episode.
+
+        """
+        if self._task is None:
+            raise EnvStateError("call reset() first")
+        if not self._done:
+            self._error = error
+            self._finish(termination)
 
     def score(self) -> RewardInfo:
         """Score the current state as if the episode ended now (no side effects)."""
@@ -436,6 +454,7 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
             started_at=fields.pop("started_at", None) or datetime.now(UTC).isoformat(timespec="seconds"),
             diff=self._view.diff() if self._view is not None else [],
             gold_diff=list(self.domain.verifier.gold(task).diff),
+            user_trace=list(self._user_trace),
             versions={"apigen_envs": __version__, "domain_source": self.domain.source},
             **fields,
         )

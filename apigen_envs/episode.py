@@ -23,8 +23,10 @@ Termination = Literal[
     "agent_error",
     "user_error",
     "infra_error",
+    "invalid_action",
 ]
-"""Why an episode ended. The last four are failures of the setup, not of the agent."""
+"""Why an episode ended. ``env_error``, ``agent_error``, ``user_error`` and ``infra_error`` are failures of the
+setup, not of the agent; ``invalid_action`` (the policy produced no usable turn) counts against the agent."""
 
 INFRA_TERMINATIONS: frozenset[str] = frozenset({"env_error", "agent_error", "user_error", "infra_error"})
 """Terminations that say nothing about the agent's skill; metrics leave these episodes out."""
@@ -61,6 +63,7 @@ class Episode(BaseModel):
         started_at: ISO timestamp.
         diff: Changed rows (table, key, before, after) at the end of the episode.
         gold_diff: The rows the task's gold actions change, in the same form.
+        user_trace: Per user turn that carried one, the simulator's record of how it chose the turn.
         versions: Package and data versions.
 
     """
@@ -92,6 +95,7 @@ class Episode(BaseModel):
     started_at: str | None = None
     diff: list[dict[str, Any]] = Field(default_factory=list)
     gold_diff: list[dict[str, Any]] = Field(default_factory=list)
+    user_trace: list[dict[str, Any]] = Field(default_factory=list)
     versions: dict[str, str] = Field(default_factory=dict)
 
     @property

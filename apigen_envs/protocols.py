@@ -21,12 +21,15 @@ class UserTurn:
         content: What the user says (stop markers already removed).
         stop: Set when the user ends the conversation with this turn.
         usage: Tokens spent producing the turn, when an LLM was used.
+        meta: Optional JSON-able record of how the turn was chosen (e.g. best-of-N candidates and scores);
+            the env keeps it in the episode's ``user_trace``.
 
     """
 
     content: str
     stop: StopReason | None = None
     usage: Usage | None = None
+    meta: dict[str, Any] | None = None
 
 
 @runtime_checkable

@@ -114,3 +114,30 @@ def test_high_concurrency_in_one_process(mock_domain):
     assert len(eps) == 500
     # 500 episodes x 1 agent turn x 50 ms run side by side, not one after another (25 s)
     assert elapsed < 5.0
+
+
+def test_invalid_action_counts_against_the_agent(mock_domain):
+    class EmptyAgent:
+        name = "empty"
+
+        async def aact(self, conversation, context):
+            return AssistantMessage(content="")
+
+    eps = Collector(mock_domain, EmptyAgent()).run(mock_domain.task_list()[:2])
+    assert {e.termination for e in eps} == {"invalid_action"}
+    assert all(not e.is_infra_failure and e.reward == 0.0 and "neither text nor tool calls" in e.error for e in eps)
+    assert summarize(eps).episodes == 2
+
+
+def test_user_turn_meta_is_kept_on_the_episode(mock_domain):
+    from apigen_envs.protocols import UserTurn
+    from apigen_envs.simulators.scripted_user import ScriptedUser
+
+    class TracingUser(ScriptedUser):
+        def respond(self, task, conversation, *, seed=None):
+            turn = super().respond(task, conversation, seed=seed)
+            return UserTurn(turn.content, turn.stop, turn.usage, meta={"candidates": 2, "seed": seed})
+
+    eps = Collector(mock_domain, OracleAgent(), TracingUser()).run(mock_domain.task_list()[:1])
+    trace = eps[0].user_trace
+    assert len(trace) == 2 and trace[0]["candidates"] == 2 and trace[0]["turn"] == 0

@@ -545,7 +545,9 @@ class BestOfNUser:
         self.history.append(choice)
         if self.on_choice is not None:
             self.on_choice(choice)
-        return UserTurn(content=best.turn.content, stop=best.turn.stop, usage=usage)
+        return UserTurn(
+            content=best.turn.content, stop=best.turn.stop, usage=usage, meta={"best_of_n": choice.to_dict()}
+        )
 
 
 def _key(turn: UserTurn) -> tuple[str, str | None]:
