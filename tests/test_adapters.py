@@ -1,0 +1,150 @@
+"""Trainer adapters: a verifiers-style multi-turn env and OpenPipe ART trajectories, driven by scripted models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+import pytest
+
+from apigen_envs.adapters import drive_episode, openai_policy
+from apigen_envs.adapters.verifiers import ApigenMultiTurnEnv, apigen_reward, load_environment
+from apigen_envs.env import ToolUseEnv
+from apigen_envs.fake_server import ScriptedServer
+from apigen_envs.registry import load_domain
+
+openai = pytest.importorskip("openai")
+
+
+def _call(call_id: str, name: str, **args: Any) -> dict[str, Any]:
+    return {
+        "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]
+    }
+
+
+ORACLE_SCRIPT = (
+    _call("c1", "find_customer_by_email", email="ana@example.com"),
+    _call("c2", "transfer_funds", from_account_id="acc_1001", to_account_id="acc_1002", amount=50),
+    "Done: $50 moved from acc_1001 to acc_1002.",
+)
+NOOP_SCRIPT = ("I'm sorry, I can't help with that.",)
+
+
+def _run(server: ScriptedServer, fn: Any) -> Any:
+    """Run ``fn(client)`` in a fresh loop, closing the client before the loop closes."""
+
+    async def main() -> Any:
+        async with openai.AsyncOpenAI(base_url=server.base_url, api_key="unused", max_retries=0) as client:
+            return await fn(client)
+
+    return asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------- shared loop
+def test_drive_episode_with_text_written_tool_calls() -> None:
+    # A small local model writes calls as JSON text; the policy parses them like the project's client.
+    script = (
+        '{"name": "find_customer_by_email", "arguments": {"email": "ana@example.com"}}',
+        '```json\n{"name": "transfer_funds", "arguments": {"from_account_id": "acc_1001", '
+        '"to_account_id": "acc_1002", "amount": 50}}\n```',
+        "All done.",
+    )
+    with ScriptedServer(script) as server:
+        env = ToolUseEnv("mock")
+        run = _run(server, lambda c: drive_episode(env, openai_policy(c, "m"), options={"task_id": "transfer_50"}))
+    assert run.reward == 1.0 and run.info["termination"] == "user_stop"
+    assert run.prompt[0]["role"] == "system" and run.prompt[1]["role"] == "user"
+    assert [i for i, _ in run.raw_replies] == [0, 2, 4]
+    assert [m["role"] for m in run.completion] == ["assistant", "tool", "assistant", "tool", "assistant", "user"]
+
+
+def test_empty_reply_does_not_crash_the_episode() -> None:
+    with ScriptedServer(("", "Thanks, bye.")) as server:
+        run = _run(
+            server, lambda c: drive_episode(ToolUseEnv("mock"), openai_policy(c, "m"), options={"task_index": 0})
+        )
+    assert run.reward == 0.0 and "say that again" in run.completion[0]["content"]
+
+
+# ---------------------------------------------------------------------------------------------- verifiers
+def test_verifiers_env_rollout_rewards_with_our_verifier() -> None:
+    vf_env = ApigenMultiTurnEnv("mock", task_ids=["transfer_50", "nickname"])
+    assert [row["info"]["task_id"] for row in vf_env.dataset] == ["transfer_50", "nickname"]
+    assert vf_env.dataset[0]["prompt"][0]["role"] == "system" and "gold" not in json.dumps(vf_env.dataset)
+    row = vf_env.dataset[0]
+    with ScriptedServer(ORACLE_SCRIPT) as server:
+        completion, state = _run(server, lambda c: vf_env.rollout(c, "m", row))
+    assert state["prompt"][1]["content"].startswith("You are Ana")
+    assert [m["role"] for m in completion] == ["assistant", "tool", "assistant", "tool", "assistant", "user"]
+    assert state["termination"] == "user_stop"
+    scores = asyncio.run(vf_env.score(state))
+    assert scores["apigen_reward"] == 1.0 and scores["reward"] == 1.0 and scores["apigen_shaped"] == 1.0
+    with ScriptedServer(NOOP_SCRIPT) as server:
+        _, state = _run(server, lambda c: vf_env.rollout(c, "m", row))
+    assert apigen_reward(state) == 0.0
+
+
+def test_verifiers_hooks_follow_the_multiturn_protocol() -> None:
+    vf_env = ApigenMultiTurnEnv("mock", task_ids=["transfer_50"])
+
+    async def run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        state = await vf_env.setup_state({"info": vf_env.dataset[0]["info"]})
+        messages = [*vf_env.dataset[0]["prompt"], *state["opening"]]
+        assert not await vf_env.is_completed(messages, state)
+        messages.append({"role": "assistant", "content": "", "tool_calls": ORACLE_SCRIPT[0]["tool_calls"]})
+        new, state = await vf_env.env_response(messages, state)
+        assert [m["role"] for m in new] == ["tool"] and new[0]["content"] == "cus_ana"
+        messages += new
+        messages.append({"role": "assistant", "content": "Shall I move $50 now?"})
+        new, state = await vf_env.env_response(messages, state)
+        assert new == [{"role": "user", "content": "Yes, please go ahead."}]
+        return messages + new, state
+
+    _, state = asyncio.run(run())
+    assert state["reward_info"] is None and not state["apigen_env"].done
+
+
+def test_load_environment_without_a_compatible_verifiers() -> None:
+    env = load_environment(domain="mock", split="test")
+    assert isinstance(env, ApigenMultiTurnEnv)
+    assert len(env.dataset) == len(load_domain("mock").task_list("test"))
+    assert {t["function"]["name"] for t in env.oai_tools} >= {"transfer_funds"}
+
+
+# ---------------------------------------------------------------------------------------------- ART
+@pytest.fixture()
+def art() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch on import
+    return pytest.importorskip("art")
+
+
+def test_art_trajectory_marks_policy_choices_and_carries_reward(art: Any) -> None:
+    from openai.types.chat.chat_completion import Choice
+
+    from apigen_envs.adapters.art import art_rollout
+
+    with ScriptedServer(ORACLE_SCRIPT) as server:
+        traj = _run(server, lambda c: art_rollout(ToolUseEnv("mock"), c, "m", task_id="transfer_50", seed=1))
+    assert isinstance(traj, art.Trajectory) and traj.reward == 1.0
+    kinds = ["choice" if isinstance(x, Choice) else x["role"] for x in traj.messages_and_choices]
+    assert kinds == ["system", "user", "choice", "tool", "choice", "tool", "choice", "user"]
+    assert traj.metrics["db_match"] is True and traj.metrics["turns"] == 3
+    assert traj.metadata == {"task_id": "transfer_50", "termination": "user_stop", "seed": 1}
+    assert traj.tools and traj.tools[0]["type"] == "function"
+    messages = traj.messages()  # ART's own flattening works on our items
+    assert messages[2]["tool_calls"][0]["function"]["name"] == "find_customer_by_email"
+
+
+def test_art_group_over_remote_env(art: Any) -> None:
+    pytest.importorskip("fastapi")
+    from apigen_envs.adapters.art import art_group
+    from apigen_envs.remote import RemoteEnv
+    from apigen_envs.server import serve_in_thread
+
+    with serve_in_thread() as srv, ScriptedServer(NOOP_SCRIPT, cycle=True) as server:
+        group = _run(server, lambda c: art_group(lambda: RemoteEnv(srv.base_url), c, "m", task_id="transfer_50", n=3))
+    assert isinstance(group, art.TrajectoryGroup)
+    assert [t.reward for t in group.trajectories] == [0.0, 0.0, 0.0]
+    assert [t.metadata["seed"] for t in group.trajectories] == [0, 1, 2]
