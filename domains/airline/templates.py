@@ -6,7 +6,9 @@ natural user instruction (persona, what the user knows, what they want, constrai
 actions and required outputs. A proposal is returned only if its gold actions replay without error on a
 fresh view and it changes the DB or requires an output, so a do-nothing agent cannot pass it.
 
-``python -m apigen_envs.domains.airline.templates --out tasks.json`` regenerates the committed task set.
+``python -m apigen_envs.domains.airline.templates --out FILE`` writes a raw template task set; the embedded
+``data/tasks.json`` is the phase-1 pipeline's output over these templates
+(``apigen-envs blueprints --domain airline --n 200 --seed 0 --recombine 20 --out domains/airline/data/tasks.json``).
 """
 
 from __future__ import annotations
@@ -567,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", type=int, default=100)
     parser.add_argument("--test", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=DATA / "tasks.json")
+    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     root = args.data_dir or DATA
     snapshot = load(root).snapshot if args.data_dir else build_snapshot(read_json(root / "db.json"), root / "db.json")

@@ -8,9 +8,12 @@ view before a task is returned: a task whose replay raises an error, or that nei
 asks for an output, is never produced (``None`` is returned instead, as when the sampled records do not
 fit the intent).
 
-:func:`build_task_set` makes the committed task set; regenerate it with::
+:func:`build_task_set` makes a raw template task set::
 
-    python -m apigen_envs.domains.retail.templates --seed 0 --out domains/retail/data/tasks.json
+    python -m apigen_envs.domains.retail.templates --seed 0 --out /tmp/raw_tasks.json
+
+(The embedded ``data/tasks.json`` is the phase-1 pipeline's output over these templates:
+``apigen-envs blueprints --domain retail --n 200 --seed 0 --recombine 20 --out domains/retail/data/tasks.json``.)
 """
 
 from __future__ import annotations
