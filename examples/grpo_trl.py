@@ -34,17 +34,17 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", 
 # A small Qwen-style template: tool calls are rendered as <tool_call>{json}</tool_call>, which the env's
 # text tool-call parser reads back. It is prefix-stable, so apigen_envs.rl.tokenize_sample can split it.
 TINY_CHAT_TEMPLATE = (
-    "{%- if tools -%}<|im_start|>system\nTools: "
-    "{{ tools | map(attribute='function') | map(attribute='name') | join(', ') }}<|im_end|>\n{%- endif -%}"
-    "{%- for m in messages -%}"
+    "{% if tools %}<|im_start|>system\nTools: "
+    "{{ tools | map(attribute='function') | map(attribute='name') | join(', ') }}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}"
     "<|im_start|>{{ m['role'] }}\n"
-    "{%- if m['content'] -%}{{ m['content'] }}{%- endif -%}"
-    "{%- if m['tool_calls'] -%}{%- for tc in m['tool_calls'] -%}"
+    "{% if m['content'] %}{{ m['content'] }}{% endif %}"
+    "{% if m['tool_calls'] %}{% for tc in m['tool_calls'] %}"
     '<tool_call>{"name": "{{ tc["function"]["name"] }}", "arguments": {{ tc["function"]["arguments"] }}}</tool_call>'
-    "{%- endfor -%}{%- endif -%}"
+    "{% endfor %}{% endif %}"
     "<|im_end|>\n"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 
