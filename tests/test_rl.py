@@ -541,3 +541,22 @@ def test_step_prompts_and_env_step_reward():
     with pytest.raises(ValueError, match="2 completions, 1 task ids"):
         reward(None, [gold, gold], task_id=["transfer_50"], step=[1])
     assert NoopAgent().name == "noop"
+
+
+def test_rollout_groups_example_runs_offline(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "rollout_groups.py"
+    spec = importlib.util.spec_from_file_location("apigen_example_rollout_groups", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "samples.jsonl"
+    assert module.main(["--demo", "-G", "3", "--tasks", "2", "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 6
+    assert all(s["policy_mask"] == [m["role"] == "assistant" for m in s["messages"]] for s in lines)
+    assert {s["task_id"] for s in lines} == {"transfer_50", "nickname"}
+    assert "pass^k: k=1" in capsys.readouterr().out
