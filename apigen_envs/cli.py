@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -124,6 +125,16 @@ def _build_user(args: argparse.Namespace, base_url: str | None, model: str) -> t
     return LLMUser(OpenAIClient(config), strategy=args.user), {"strategy": args.user, **config.public()}
 
 
+def _agent_only(args: argparse.Namespace, base_url: str | None, model: str) -> Any:
+    """Build just the agent (a picklable factory for Ray workers)."""
+    return _build_agent(args, base_url, model)[0]
+
+
+def _user_only(args: argparse.Namespace, base_url: str | None, model: str) -> Any:
+    """Build just the user simulator (a picklable factory for Ray workers)."""
+    return _build_user(args, base_url, model)[0]
+
+
 def _check_reachable(base_url: str | None, timeout: float = 5.0) -> None:
     """Fail fast with a clear message when the model server cannot be reached at all."""
     import urllib.error
@@ -173,19 +184,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         total = len(tasks) * args.trials
         print(f"running {agent.name} on {len(tasks)} {domain.name} tasks x {args.trials} trials -> {out}")
         with tqdm(total=total, disable=args.quiet, unit="ep") as bar:
-            collector = Collector(
-                domain,
-                agent,
-                user,
-                trials=args.trials,
-                max_turns=args.max_turns,
-                concurrency=args.concurrency,
-                base_seed=args.seed,
-                agent_config=agent_config,
-                user_config=user_config,
-                on_episode=lambda ep: bar.update(1),
-            )
-            collector.run(tasks, out=out)
+            if args.backend == "ray":
+                from apigen_envs.ray_backend import RayCollector
+
+                RayCollector(
+                    args.domain,
+                    functools.partial(_agent_only, args, base_url, model),
+                    functools.partial(_user_only, args, base_url, model),
+                    workers=args.workers,
+                    trials=args.trials,
+                    max_turns=args.max_turns,
+                    concurrency=args.concurrency,
+                    base_seed=args.seed,
+                    data_dir=args.data_dir,
+                    address=args.address,
+                    agent_config=agent_config,
+                    user_config=user_config,
+                    on_episode=lambda ep: bar.update(1),
+                ).run(tasks, out=out)
+            else:
+                Collector(
+                    domain,
+                    agent,
+                    user,
+                    trials=args.trials,
+                    max_turns=args.max_turns,
+                    concurrency=args.concurrency,
+                    base_seed=args.seed,
+                    agent_config=agent_config,
+                    user_config=user_config,
+                    on_episode=lambda ep: bar.update(1),
+                ).run(tasks, out=out)
     if args.agent != "noop" and not args.no_baseline:
         baseline = out.with_name("baseline-noop.jsonl")
         Collector(domain, NoopAgent(), trials=args.trials, max_turns=args.max_turns, base_seed=args.seed).run(
@@ -270,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="episodes JSONL (resumed if it exists)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="run episodes here or on Ray")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+    p.add_argument("--workers", type=int, default=2, help="Ray worker actors")
     p.add_argument("--no-baseline", action="store_true", help="skip the do-nothing baseline")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_run)
@@ -290,9 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     from apigen_envs.datagen.cli import add_blueprints_parser
     from apigen_envs.datagen.phase2_cli import add_export_parser, add_trajectories_parser
 
+    from apigen_envs.play import add_play_parser, add_serve_parser
+
     add_blueprints_parser(sub)
     add_trajectories_parser(sub)
     add_export_parser(sub)
+    add_play_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

@@ -46,3 +46,13 @@ def test_killed_worker_loses_no_episode(ray_local, tmp_path):
     ids = sorted(json.loads(line)["episode_id"] for line in out.read_text().splitlines())
     assert len(ids) == len(set(ids)) == 15
     assert len(episodes) == 15 and all(ep.reward == 1.0 for ep in episodes)
+
+
+def test_cli_run_with_ray_backend(ray_local, tmp_path, capsys):
+    from apigen_envs.cli import main
+
+    out = tmp_path / "run" / "episodes.jsonl"
+    argv = ["run", "--domain", "mock", "--agent", "oracle", "--user", "scripted", "--trials", "2"]
+    assert main([*argv, "--backend", "ray", "--workers", "2", "--out", str(out), "--quiet"]) == 0
+    assert len(load_episodes([out])) == 4  # mock's test split: 2 tasks x 2 trials
+    assert "oracle" in capsys.readouterr().out
