@@ -321,7 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     from apigen_envs.datagen.cli import add_blueprints_parser
     from apigen_envs.datagen.phase2_cli import add_export_parser, add_trajectories_parser
-
     from apigen_envs.play import add_play_parser, add_serve_parser
 
     add_blueprints_parser(sub)
