@@ -1322,6 +1322,7 @@ class EnvStepReward:
         reward_mode: ``"binary"`` or ``"shaped"``.
         user: User simulator (default: scripted).
         seed: Episode seed.
+        keep_episodes: Keep every scored episode in :attr:`episodes` (for inspection; grows without bound).
 
     """
 
@@ -1332,6 +1333,7 @@ class EnvStepReward:
         reward_mode: RewardMode = "binary",
         user: UserSimulator | None = None,
         seed: int = 0,
+        keep_episodes: bool = False,
     ) -> None:
         _check_mode(reward_mode)
         self.domain = domain if isinstance(domain, Domain) else load_domain(domain)
@@ -1340,7 +1342,7 @@ class EnvStepReward:
         self.seed = seed
         self.rewards: list[float] = []
         self.episodes: list[Episode] = []
-        self.keep_episodes = False
+        self.keep_episodes = keep_episodes
         self.__name__ = f"apigen_{self.domain.name}_{reward_mode}"
 
     def parse(self, completion: Any) -> AssistantMessage:

@@ -71,8 +71,7 @@ def test_grpo_trains_a_tiny_model_on_env_rewards(example, rows, tokenizer, tmp_p
     losses = example.sft_warmup(model, tokenizer, rows, "mock", steps=150)
     assert losses[-1] < losses[0] / 4  # the warm-up really fits the gold turns
 
-    reward = EnvStepReward("mock")
-    reward.keep_episodes = True
+    reward = EnvStepReward("mock", keep_episodes=True)
     calls: list[tuple[int, list[float]]] = []
     original = reward.__call__
 
