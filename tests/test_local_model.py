@@ -209,9 +209,15 @@ def test_local_server_command_and_missing_model(tmp_path: Path) -> None:
     assert cmd[1:3] == ["-m", "llama_cpp.server"]
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--model_alias") + 1] == "local"
-    assert cmd[cmd.index("--chat_format") + 1] == lm.DEFAULT_CHAT_FORMAT
+    assert cmd[cmd.index("--chat_format") + 1] == "hf-tokenizer-config"
+    assert cmd[cmd.index("--hf_tokenizer_config_path") + 1] == str(server.template_path)
+    assert cmd[cmd.index("--cache") + 1] == "true"
     assert server.base_url == "http://127.0.0.1:8123/v1"
-    assert "--chat_format" not in lm.LocalServer(tmp_path / "m.gguf", port=1, chat_format=None).command()
+    plain = lm.LocalServer(tmp_path / "m.gguf", port=1, chat_format=None, prompt_cache_bytes=0).command()
+    assert "--chat_format" not in plain
+    assert "--cache" not in plain
+    chatml = lm.LocalServer(tmp_path / "m.gguf", port=1, chat_format="chatml").command()
+    assert chatml[chatml.index("--chat_format") + 1] == "chatml"
     with pytest.raises(LocalModelError, match="model file not found"):
         server.start()
 
@@ -283,3 +289,32 @@ def test_main_reports_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     monkeypatch.setattr(lm, "ensure_model", fail)
     assert lm.main(["--ensure-only"]) == 1
     assert "error: no network" in capsys.readouterr().err
+
+
+def test_tools_template_renders_qwen_layout() -> None:
+    jinja2 = pytest.importorskip("jinja2")
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    # Rendered the way llama-cpp-python's hf-tokenizer-config handler does, trailing empty assistant included.
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined)
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    messages = [
+        {"role": "system", "content": "POLICY"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "R1"},
+        {"role": "tool", "tool_call_id": "c2", "content": "R2"},
+        {"role": "system", "content": "NOTE"},
+        {"role": "assistant", "content": ""},
+    ]
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    out = env.from_string(lm.QWEN_TOOLS_TEMPLATE).render(messages=messages, tools=tools, bos_token="", eos_token="")
+    assert out.startswith("<|im_start|>system\nPOLICY\n\n# Tools")
+    assert '{"function": {"name": "f"' in out
+    assert "{{" not in out  # the GGUF template's doubled braces are what we avoid
+    assert '<|im_start|>assistant\n<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call><|im_end|>\n' in out
+    responses = "<tool_response>\nR1\n</tool_response>\n<tool_response>\nR2\n</tool_response>"
+    assert f"<|im_start|>user\n{responses}<|im_end|>" in out
+    assert "<|im_start|>system\nNOTE<|im_end|>\n" in out
+    assert out.endswith("<|im_start|>assistant\n")
+    assert out.count("POLICY") == 1
