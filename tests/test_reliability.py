@@ -24,24 +24,33 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_sigkill_at_random_points_then_resume_loses_and_duplicates_nothing(tmp_path):
     out = tmp_path / "episodes.jsonl"
-    trials = 100  # 5 tasks x 100 trials = 500 episodes, about 4 s of work
-    cmd = [sys.executable, "-m", "tests.helpers.slow_collect", str(out), str(trials)]
+    trials = 120  # 5 tasks x 120 trials = 600 episodes, several seconds of work
+    cmd = [sys.executable, str(REPO / "tests" / "helpers" / "slow_collect.py"), str(out), str(trials)]
     rng = random.Random(1234)
     kills = 0
-    for _ in range(6):
+    for _ in range(5):
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.0, 2.2))
+        # kill once the run has written some more lines, plus a random extra delay (mid-write is fair game)
+        before = out.read_text().count("\n") if out.exists() else 0
+        target = before + rng.randint(1, 60)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if out.exists() and out.read_text().count("\n") >= target:
+                break
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.05))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait(timeout=30)
         # every complete line written so far parses (a torn tail is allowed and repaired on resume)
-        load_episodes([out]) if out.exists() else None
+        if out.exists():
+            load_episodes([out])
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = out.read_text().splitlines()
     ids = [json.loads(line)["episode_id"] for line in lines]
-    assert kills >= 1
+    assert kills >= 4  # the run was really killed mid-way, repeatedly
     assert len(ids) == 5 * trials and len(set(ids)) == 5 * trials
     assert all(ep.reward == 1.0 for ep in load_episodes([out]))
 
