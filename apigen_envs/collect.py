@@ -123,39 +123,7 @@ class Collector:
             "user": _name(self.user, "user"),
             "user_config": dict(self.user_config),
         }
-        agent_usage = Usage()
-        try:
-            _, info = await env.areset(seed=job.seed, options={"task_id": job.task.id})
-        except Exception as exc:  # noqa: BLE001 - any user-simulator failure is recorded, not raised
-            return env.to_episode(trial=job.trial, termination="user_error", error=_describe(exc), **meta)
-        context = AgentContext(
-            system_prompt=info["system_prompt"],
-            tools=tuple(info["tools"]),
-            task=job.task,
-            seed=job.seed,
-            extra=dict(self.agent_config),
-        )
-        while not env.done:
-            try:
-                action = await self.agent.aact(env.messages, context)
-            except Exception as exc:  # noqa: BLE001 - recorded as an agent failure
-                return env.to_episode(
-                    trial=job.trial, termination="agent_error", error=_describe(exc), agent_usage=agent_usage, **meta
-                )
-            if getattr(action, "usage", None) is not None:
-                agent_usage = agent_usage + action.usage
-            try:
-                await env.astep(action)
-            except InvalidActionError as exc:
-                # The policy's own fault (empty or malformed turn): the episode ends and counts as a failure.
-                env.end("invalid_action", _describe(exc))
-            except Exception as exc:  # noqa: BLE001 - user failure (env already marked done)
-                if env.done:
-                    break
-                return env.to_episode(
-                    trial=job.trial, termination="agent_error", error=_describe(exc), agent_usage=agent_usage, **meta
-                )
-        return env.to_episode(trial=job.trial, agent_usage=agent_usage, **meta)
+        return await arun_episode(env, self.agent, task_id=job.task.id, seed=job.seed, trial=job.trial, meta=meta)
 
     async def arun(self, tasks: Sequence[Task] | None = None, out: str | Path | None = None) -> list[Episode]:
         """Run every job not already in ``out`` and return the new episodes.
@@ -215,6 +183,63 @@ class Collector:
         raise RuntimeError("Collector.run() was called inside an event loop; use `await collector.arun()`")
 
 
-def _describe(exc: BaseException) -> str:
+async def arun_episode(
+    env: ToolUseEnv, agent: Agent, *, task_id: str, seed: int | None, trial: int, meta: dict[str, Any]
+) -> Episode:
+    """Run one episode of ``task_id`` on ``env`` with ``agent`` and return its record.
+
+    Failures are recorded, never raised: a user-simulator or agent exception ends the episode as
+    ``user_error`` / ``agent_error`` (left out of metrics); an unusable agent turn ends it as
+    ``invalid_action`` (counted against the agent).
+
+    Args:
+        env: The env (it is reset).
+        agent: The policy.
+        task_id: The task to run.
+        seed: Episode seed (reaches the user simulator and ``context.seed``).
+        trial: Trial index recorded on the episode.
+        meta: Episode fields describing the run (agent, agent_config, user, user_config).
+
+    Returns:
+        The episode.
+
+    """
+    agent_usage = Usage()
+    try:
+        _, info = await env.areset(seed=seed, options={"task_id": task_id})
+    except Exception as exc:  # noqa: BLE001 - any user-simulator failure is recorded, not raised
+        return env.to_episode(trial=trial, termination="user_error", error=describe_error(exc), **meta)
+    context = AgentContext(
+        system_prompt=info["system_prompt"],
+        tools=tuple(info["tools"]),
+        task=env.task,
+        seed=seed,
+        extra=dict(meta.get("agent_config") or {}),
+    )
+    while not env.done:
+        try:
+            action = await agent.aact(env.messages, context)
+        except Exception as exc:  # noqa: BLE001 - recorded as an agent failure
+            return env.to_episode(
+                trial=trial, termination="agent_error", error=describe_error(exc), agent_usage=agent_usage, **meta
+            )
+        if getattr(action, "usage", None) is not None:
+            agent_usage = agent_usage + action.usage
+        try:
+            await env.astep(action)
+        except InvalidActionError as exc:
+            # The policy's own fault (empty or malformed turn): the episode ends and counts as a failure.
+            env.end("invalid_action", describe_error(exc))
+        except Exception as exc:  # noqa: BLE001 - user failure (env already marked done)
+            if env.done:
+                break
+            return env.to_episode(
+                trial=trial, termination="agent_error", error=describe_error(exc), agent_usage=agent_usage, **meta
+            )
+    return env.to_episode(trial=trial, agent_usage=agent_usage, **meta)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line description of an exception for episode records: ``Type: message``."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

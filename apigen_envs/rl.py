@@ -37,6 +37,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from apigen_envs.collect import arun_episode as collect_episode
+from apigen_envs.collect import describe_error as _describe
 from apigen_envs.collect import episode_seed
 from apigen_envs.domain import Domain
 from apigen_envs.env import ToolUseEnv, to_assistant_message
@@ -196,11 +198,6 @@ def as_agent(policy: Any) -> Any:
     raise TypeError(f"a policy must be an Agent or a callable (conversation, context); got {type(policy).__name__}")
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 async def arun_episode(
     env: ToolUseEnv,
     policy: Any,
@@ -228,38 +225,12 @@ async def arun_episode(
 
     """
     agent = as_agent(policy)
-    config = dict(agent_config or {})
     meta: dict[str, Any] = {
         "agent": str(getattr(agent, "name", None) or type(agent).__name__),
-        "agent_config": config,
+        "agent_config": dict(agent_config or {}),
         "user": str(getattr(env.user, "name", None) or type(env.user).__name__),
     }
-    agent_usage = Usage()
-    try:
-        _, info = await env.areset(seed=seed, options={"task_id": task_id})
-    except Exception as exc:  # noqa: BLE001 - a user-simulator failure is recorded, not raised
-        return env.to_episode(trial=trial, termination="user_error", error=_describe(exc), **meta)
-    context = AgentContext(
-        system_prompt=info["system_prompt"], tools=tuple(info["tools"]), task=env.task, seed=seed, extra=config
-    )
-    while not env.done:
-        try:
-            action = await agent.aact(env.messages, context)
-        except Exception as exc:  # noqa: BLE001 - recorded as an agent failure
-            return env.to_episode(
-                trial=trial, termination="agent_error", error=_describe(exc), agent_usage=agent_usage, **meta
-            )
-        if getattr(action, "usage", None) is not None:
-            agent_usage = agent_usage + action.usage
-        try:
-            await env.astep(action)
-        except Exception as exc:  # noqa: BLE001 - user failure (env already done) or a bad action
-            if env.done:
-                break
-            return env.to_episode(
-                trial=trial, termination="agent_error", error=_describe(exc), agent_usage=agent_usage, **meta
-            )
-    return env.to_episode(trial=trial, agent_usage=agent_usage, **meta)
+    return await collect_episode(env, agent, task_id=task_id, seed=seed, trial=trial, meta=meta)
 
 
 # ============================================================================================ groups
