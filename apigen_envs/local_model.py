@@ -478,9 +478,15 @@ class LocalServer:
         n_threads: CPU threads; all cores when None.
         chat_format: ``"qwen-tools"`` (ours, the default), another llama-cpp-python ``--chat_format``, or
             None for the template embedded in the GGUF.
-        prompt_cache_bytes: Size of the server's RAM prompt cache (0 disables it). An episode alternates
+        n_batch: Prompt tokens per decode batch. Kept small because each cached prompt state also
+            copies an ``n_batch`` x vocabulary (152k) float matrix: 78 MB at 128, 311 MB at 512
+            (with ``--logits_all false``, which we pass; the server's default copies one row per token).
+        prompt_cache_bytes: Budget of the server's RAM prompt cache (0 disables it). An episode alternates
             agent and user prompts; without the cache each agent turn re-reads the whole policy (retail:
-            200 s on 2 busy cores), with it only the new tokens (16 s).
+            200 s on 2 busy cores), with it only the new tokens (16 s). llama-cpp-python counts only the
+            KV part of each entry against this budget, not the logits copy above, so real memory is
+            larger. With the server's default ``logits_all`` a retail episode grew past 18 GB (one
+            run was OOM-killed); see the measurements in the project notes for the defaults.
         startup_timeout: Seconds to wait for ``GET /v1/models`` to answer.
         log_path: Server log file; defaults to ``server-<port>.log`` next to the model.
         extra_args: More ``llama_cpp.server`` command-line arguments.
@@ -500,7 +506,8 @@ class LocalServer:
         n_ctx: int = 8192,
         n_threads: int | None = None,
         chat_format: str | None = DEFAULT_CHAT_FORMAT,
-        prompt_cache_bytes: int = 2 << 30,
+        n_batch: int = 128,
+        prompt_cache_bytes: int = 512 << 20,
         startup_timeout: float = 120.0,
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
@@ -511,6 +518,7 @@ class LocalServer:
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 2
         self.chat_format = chat_format
+        self.n_batch = n_batch
         self.prompt_cache_bytes = prompt_cache_bytes
         self.startup_timeout = startup_timeout
         self.log_path = log_path or self.model_path.parent / f"server-{self.port}.log"
@@ -548,6 +556,12 @@ class LocalServer:
             str(self.n_ctx),
             "--n_threads",
             str(self.n_threads),
+            "--n_batch",
+            str(self.n_batch),
+            # The server defaults to logits for every prompt token: slower prompt reading, and each
+            # cached prompt state then copies n_tokens x 152k floats (3.4 GB for the retail prompt).
+            "--logits_all",
+            "false",
         ]
         if self.chat_format == TOOLS_CHAT_FORMAT:
             cmd += ["--chat_format", "hf-tokenizer-config", "--hf_tokenizer_config_path", str(self.template_path)]
