@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -666,6 +666,26 @@ class LocalServer:
 
 
 # --------------------------------------------------------------------------------------------- CLI
+@contextlib.contextmanager
+def _interrupt_on_signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt for the block, then restore the old handlers.
+
+    SIGINT is set explicitly because a shell that starts us in the background leaves it ignored.
+    Outside the main thread signals cannot be handled, and the handlers are left alone.
+    """
+    saved: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            saved[sig] = signal.signal(sig, signal.default_int_handler)
+    except ValueError:
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``python -m apigen_envs.local_model`` (reused by ``apigen-envs serve-local``)."""
     p = argparse.ArgumentParser(
@@ -712,10 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"export OPENAI_BASE_URL={server.base_url}")
             print("export OPENAI_API_KEY=local")
             print("Press Ctrl-C to stop.", flush=True)
-            # Ctrl-C arrives here as KeyboardInterrupt; SIGTERM is mapped to it so the server is stopped too.
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGTERM, signal.default_int_handler)
-            with contextlib.suppress(KeyboardInterrupt):
+            with _interrupt_on_signals(), contextlib.suppress(KeyboardInterrupt):
                 code = server.wait()
                 print(f"the server exited with code {code}; log {server.log_path}", file=sys.stderr)
                 return 1

@@ -333,3 +333,14 @@ def test_default_logs_are_pruned(tmp_path: Path) -> None:
     server = lm.LocalServer(tmp_path / "m.gguf", port=4242)
     assert server.log_path == tmp_path / "logs" / "server-4242.log"
     assert server.template_path.parent == tmp_path
+
+
+def test_signal_handlers_are_restored() -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with lm._interrupt_on_signals():
+        assert signal.getsignal(signal.SIGTERM) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) == before
