@@ -88,7 +88,10 @@ def split_markers(text: str) -> tuple[str, StopReason | None]:
     if match is not None:
         key = re.sub(r"[-_ ]", "", match.group(1).upper())
         stop = _REASON_OF.get(key, "out_of_scope")  # type: ignore[assignment]
-    return _MARKER_RE.sub("", text).strip(), stop
+    content = _MARKER_RE.sub("", text).strip()
+    # A model that copies the transcript's speaker labels writes "Customer: ..."; the label is not speech.
+    content = re.sub(r"^(?:customer|user)\s*:\s*", "", content, flags=re.IGNORECASE)
+    return content, stop
 
 
 def is_confirmation(text: str | None) -> bool:
@@ -138,6 +141,10 @@ def stop_guard(conversation: Sequence[Message], content: str, stop: StopReason |
     return content, stop
 
 
+AGENT_PREFIX = "Agent: "
+"""Put before the agent's lines in the customer model's transcript."""
+
+
 def flip_roles(conversation: Sequence[Message], greeting: str) -> list[dict[str, Any]]:
     """The conversation from the customer model's side: agent text -> "user", customer -> "assistant".
 
@@ -152,10 +159,11 @@ def flip_roles(conversation: Sequence[Message], greeting: str) -> list[dict[str,
         OpenAI chat messages (without the system prompt).
 
     """
-    out: list[dict[str, Any]] = [{"role": "user", "content": greeting}]
+    # "Agent: " marks whose words these are: small models otherwise mirror the greeting and play the agent.
+    out: list[dict[str, Any]] = [{"role": "user", "content": f"{AGENT_PREFIX}{greeting}"}]
     for msg in conversation:
         if isinstance(msg, AssistantMessage) and msg.content and msg.content.strip():
-            role, text = "user", msg.content.strip()
+            role, text = "user", f"{AGENT_PREFIX}{msg.content.strip()}"
         elif isinstance(msg, UserMessage) and msg.content.strip():
             role, text = "assistant", msg.content.strip()
         else:

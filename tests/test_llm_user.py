@@ -69,14 +69,15 @@ def test_prompt_roles_seed_and_usage():
     assert "do not know your customer id" in system["content"] and "###STOP###" in system["content"]
     # Roles are flipped and tool traffic is hidden from the customer.
     assert [m["role"] for m in rest] == ["user", "assistant", "user"]
-    assert rest[0]["content"].startswith("Hi! How can I help")
+    assert rest[0]["content"].startswith("Agent: Hi! How can I help")
     assert rest[1]["content"] == "Hi, I want to move some money."
-    assert rest[2]["content"] == "Sure. What is your email?\nThanks, one moment."
+    assert rest[2]["content"] == "Agent: Sure. What is your email?\nAgent: Thanks, one moment."
     assert "cus_ana" not in str(rest)
 
 
 def test_flip_roles_opening():
-    assert flip_roles([], "Hello") == [{"role": "user", "content": "Hello"}]
+    # agent lines carry a speaker label so a small model does not mirror the greeting and play the agent
+    assert flip_roles([], "Hello") == [{"role": "user", "content": "Agent: Hello"}]
 
 
 @pytest.mark.parametrize(
@@ -89,6 +90,7 @@ def test_flip_roles_opening():
         ("Fine. ###OUT-OF-SCOPE###", "Fine.", "out_of_scope"),
         ("###OUT_OF_SCOPE###", "", "out_of_scope"),
         ("Just text.", "Just text.", None),
+        ("Customer: I want a refund.", "I want a refund.", None),
     ],
 )
 def test_split_markers(text, content, stop):
