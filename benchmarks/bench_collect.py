@@ -11,13 +11,14 @@ Run: pytest benchmarks/bench_collect.py --benchmark-only
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
 from apigen_envs import load_domain
 from apigen_envs.baselines.tool_calling import ToolCallingAgent
 from apigen_envs.collect import Collector
-from apigen_envs.fake_server import ScriptedServer
 from apigen_envs.llm import LLMConfig, OpenAIClient
 from apigen_envs.messages import AssistantMessage
 
@@ -57,8 +58,27 @@ def test_collector_sleep_agent(benchmark, concurrency):
     _measure(benchmark, SleepAgent(), concurrency)
 
 
+SERVER_SCRIPT = """
+import sys, time
+with ScriptedServer(["All set, goodbye."], cycle=True, latency_s=float(sys.argv[1])) as server:
+    print(server.base_url, flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    # The model server runs in its own process, as a real one would, so it does not share the GIL.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER_SCRIPT, str(LATENCY_S)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    url = proc.stdout.readline().strip()
+    yield url
+    proc.stdin.close()
+    proc.wait(timeout=30)
+
+
 @pytest.mark.parametrize("concurrency", [64, 256, 512])
-def test_collector_openai_client(benchmark, concurrency):
-    with ScriptedServer(["All set, goodbye."], cycle=True, latency_s=LATENCY_S) as server:
-        client = OpenAIClient(LLMConfig(model="scripted", base_url=server.base_url, max_retries=0, timeout_s=60))
-        _measure(benchmark, ToolCallingAgent(client), concurrency)
+def test_collector_openai_client(benchmark, concurrency, server_url):
+    client = OpenAIClient(LLMConfig(model="scripted", base_url=server_url, max_retries=0, timeout_s=120))
+    _measure(benchmark, ToolCallingAgent(client), concurrency)
