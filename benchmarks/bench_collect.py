@@ -59,7 +59,8 @@ def test_collector_sleep_agent(benchmark, concurrency):
 
 
 SERVER_SCRIPT = """
-import sys, time
+import sys
+from apigen_envs.fake_server import ScriptedServer
 with ScriptedServer(["All set, goodbye."], cycle=True, latency_s=float(sys.argv[1])) as server:
     print(server.base_url, flush=True)
     sys.stdin.read()
@@ -73,6 +74,7 @@ def server_url():
         [sys.executable, "-c", SERVER_SCRIPT, str(LATENCY_S)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     url = proc.stdout.readline().strip()
+    assert url.startswith("http://127.0.0.1:"), "the scripted model server did not start"
     yield url
     proc.stdin.close()
     proc.wait(timeout=30)
