@@ -8,4 +8,4 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q -e ".[local,report]"
-apigen-envs run --domain retail --split test --num-tasks 6 --trials 2 --max-turns 12 --concurrency 1 "$@"
+apigen-envs run --domain retail --split test --num-tasks 3 --trials 2 --max-turns 10 --concurrency 1 "$@"
