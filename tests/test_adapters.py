@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import Any
 
 import pytest
@@ -111,40 +110,3 @@ def test_load_environment_without_a_compatible_verifiers() -> None:
     assert isinstance(env, ApigenMultiTurnEnv)
     assert len(env.dataset) == len(load_domain("mock").task_list("test"))
     assert {t["function"]["name"] for t in env.oai_tools} >= {"transfer_funds"}
-
-
-# ---------------------------------------------------------------------------------------------- ART
-@pytest.fixture()
-def art() -> Any:
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch on import
-    return pytest.importorskip("art")
-
-
-def test_art_trajectory_marks_policy_choices_and_carries_reward(art: Any) -> None:
-    from openai.types.chat.chat_completion import Choice
-
-    from apigen_envs.adapters.art import art_rollout
-
-    with ScriptedServer(ORACLE_SCRIPT) as server:
-        traj = _run(server, lambda c: art_rollout(ToolUseEnv("mock"), c, "m", task_id="transfer_50", seed=1))
-    assert isinstance(traj, art.Trajectory) and traj.reward == 1.0
-    kinds = ["choice" if isinstance(x, Choice) else x["role"] for x in traj.messages_and_choices]
-    assert kinds == ["system", "user", "choice", "tool", "choice", "tool", "choice", "user"]
-    assert traj.metrics["db_match"] is True and traj.metrics["turns"] == 3
-    assert traj.metadata == {"task_id": "transfer_50", "termination": "user_stop", "seed": 1}
-    assert traj.tools and traj.tools[0]["type"] == "function"
-    messages = traj.messages()  # ART's own flattening works on our items
-    assert messages[2]["tool_calls"][0]["function"]["name"] == "find_customer_by_email"
-
-
-def test_art_group_over_remote_env(art: Any) -> None:
-    pytest.importorskip("fastapi")
-    from apigen_envs.adapters.art import art_group
-    from apigen_envs.remote import RemoteEnv
-    from apigen_envs.server import serve_in_thread
-
-    with serve_in_thread() as srv, ScriptedServer(NOOP_SCRIPT, cycle=True) as server:
-        group = _run(server, lambda c: art_group(lambda: RemoteEnv(srv.base_url), c, "m", task_id="transfer_50", n=3))
-    assert isinstance(group, art.TrajectoryGroup)
-    assert [t.reward for t in group.trajectories] == [0.0, 0.0, 0.0]
-    assert [t.metadata["seed"] for t in group.trajectories] == [0, 1, 2]
