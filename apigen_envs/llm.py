@@ -706,6 +706,15 @@ class OpenAIClient:
             return min(failure.retry_after, cfg.retry_after_max_s)
         return backoff
 
+    def _retry_delay(self, exc: Exception, attempt: int) -> float:
+        """How long to wait before retrying after ``exc``; raises when the request must not be retried."""
+        failure = _classify(exc, self.config.timeout_s)
+        if failure is None:
+            raise exc
+        if not failure.retryable or attempt > self.config.max_retries:
+            raise self._give_up(failure, attempt) from exc
+        return self._delay(attempt, failure)
+
     def _give_up(self, failure: _Failure, attempts: int) -> LLMRequestError:
         url = _safe_url(self.config.resolved_base_url())
         what = "failed after" if failure.retryable else "failed (not retryable) after"
@@ -752,12 +761,7 @@ class OpenAIClient:
                 response = client.chat.completions.create(**body)
                 return self._completion(response, tools, started, attempt)
             except Exception as exc:
-                failure = _classify(exc, self.config.timeout_s)
-                if failure is None:
-                    raise
-                if not failure.retryable or attempt > self.config.max_retries:
-                    raise self._give_up(failure, attempt) from exc
-                time.sleep(self._delay(attempt, failure))
+                time.sleep(self._retry_delay(exc, attempt))
 
     async def acomplete(
         self,
@@ -779,12 +783,7 @@ class OpenAIClient:
                 response = await client.chat.completions.create(**body)
                 return self._completion(response, tools, started, attempt)
             except Exception as exc:
-                failure = _classify(exc, self.config.timeout_s)
-                if failure is None:
-                    raise
-                if not failure.retryable or attempt > self.config.max_retries:
-                    raise self._give_up(failure, attempt) from exc
-                await asyncio.sleep(self._delay(attempt, failure))
+                await asyncio.sleep(self._retry_delay(exc, attempt))
 
 
 # ---------------------------------------------------------------------------------------------- scripted
