@@ -19,6 +19,7 @@ import json
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from apigen_envs.baselines.tool_calling import EMPTY_REPLY, PLAIN_LANGUAGE_NUDGE, ToolCallingAgent
@@ -27,7 +28,7 @@ from apigen_envs.errors import DataFileError
 from apigen_envs.llm import LLMClient
 from apigen_envs.protocols import AgentContext
 
-_SHAREGPT_ROLES = {"human": "Customer", "user": "Customer", "gpt": "Agent", "assistant": "Agent"}
+_SHAREGPT_ROLES = MappingProxyType({"human": "Customer", "user": "Customer", "gpt": "Agent", "assistant": "Agent"})
 
 
 def _short(text: str, limit: int) -> str:

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from apigen_envs.datagen.committee import Committee, Verdict
@@ -34,7 +35,7 @@ from apigen_envs.datagen.validate import (
 from apigen_envs.llm import LLMClient
 from apigen_envs.task import Task
 
-DEFAULT_RETRIES = {"retail": 3, "airline": 5}
+DEFAULT_RETRIES = MappingProxyType({"retail": 3, "airline": 5})
 """Feedback rounds per domain, as in the paper (others default to 3)."""
 
 

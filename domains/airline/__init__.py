@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from apigen_envs.db import IndexSpec, Snapshot
@@ -26,7 +27,9 @@ from .peer import tau2_splits, tau2_task, v1_tables, v1_task
 from .tools import build_tools, index_keys
 
 DATA = Path(__file__).parent / "data"
-PRIMARY_KEYS: Mapping[str, str] = {"flights": "flight_number", "users": "user_id", "reservations": "reservation_id"}
+PRIMARY_KEYS: Mapping[str, str] = MappingProxyType(
+    {"flights": "flight_number", "users": "user_id", "reservations": "reservation_id"}
+)
 _V1_TABLES = ("flights.json", "users.json", "reservations.json")
 
 

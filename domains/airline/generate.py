@@ -16,9 +16,10 @@ import json
 import math
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from .airports import AIRPORTS
@@ -50,7 +51,9 @@ FIRST_DAY = date(2024, 5, 1)
 TODAY = date(2024, 5, 15)
 NOW_MINUTES = 15 * 60
 """Minutes after midnight of the fixed current time (15:00 EST)."""
-PRICE_RANGES: dict[str, tuple[int, int]] = {"basic_economy": (50, 100), "economy": (100, 200), "business": (200, 500)}
+PRICE_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {"basic_economy": (50, 100), "economy": (100, 200), "business": (200, 500)}
+)
 
 
 def _hms(minutes: int) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from apigen_envs.domain import read_json
@@ -13,7 +14,7 @@ from apigen_envs.errors import DataFileError
 from apigen_envs.task import Action, Task, UserScenario
 
 _USER_ID = re.compile(r"user id is\s*[:]?\s*['\"`]?([A-Za-z0-9_]+)", re.IGNORECASE)
-_BASIS = {"DB": "db", "COMMUNICATE": "outputs"}
+_BASIS = MappingProxyType({"DB": "db", "COMMUNICATE": "outputs"})
 
 
 def compose_instruction(parts: dict[str, Any]) -> str:

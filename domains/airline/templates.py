@@ -17,9 +17,10 @@ import argparse
 import json
 import random
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from apigen_envs.db import Snapshot
@@ -51,13 +52,15 @@ PERSONAS: tuple[str, ...] = (
     "You are friendly and chatty, but you stay on topic.",
     "You are direct and businesslike.",
 )
-FREE_BAGS: dict[str, dict[str, int]] = {
-    "regular": {"basic_economy": 0, "economy": 1, "business": 2},
-    "silver": {"basic_economy": 1, "economy": 2, "business": 3},
-    "gold": {"basic_economy": 2, "economy": 3, "business": 4},
-}
+FREE_BAGS: Mapping[str, dict[str, int]] = MappingProxyType(
+    {
+        "regular": {"basic_economy": 0, "economy": 1, "business": 2},
+        "silver": {"basic_economy": 1, "economy": 2, "business": 3},
+        "gold": {"basic_economy": 2, "economy": 3, "business": 4},
+    }
+)
 TODAY = NOW[:10]
-_CABIN_WORDS = {"basic_economy": "basic economy", "economy": "economy", "business": "business"}
+_CABIN_WORDS = MappingProxyType({"basic_economy": "basic economy", "economy": "economy", "business": "business"})
 
 Proposal = tuple[str, dict[str, Any], list[Action], list[str]]
 """(instruction body, scenario parts, gold actions, outputs)."""
@@ -450,17 +453,19 @@ def _info(snapshot: Snapshot, rng: random.Random) -> Proposal | None:
     return want, {"known_info": known, "reason_for_call": want}, actions, [str(paid)]
 
 
-_WRITERS: dict[str, Callable[[Snapshot, random.Random], Proposal | None]] = {
-    "book_one_way": lambda s, r: _book(s, r, round_trip=False),
-    "book_round_trip": lambda s, r: _book(s, r, round_trip=True),
-    "cancel_reservation": _cancel,
-    "change_flights": _change_flights,
-    "change_cabin": _change_cabin,
-    "add_baggage": _add_baggage,
-    "update_passengers": _update_passengers,
-    "compensation_certificate": _compensation,
-    "info_request": _info,
-}
+_WRITERS: Mapping[str, Callable[[Snapshot, random.Random], Proposal | None]] = MappingProxyType(
+    {
+        "book_one_way": lambda s, r: _book(s, r, round_trip=False),
+        "book_round_trip": lambda s, r: _book(s, r, round_trip=True),
+        "cancel_reservation": _cancel,
+        "change_flights": _change_flights,
+        "change_cabin": _change_cabin,
+        "add_baggage": _add_baggage,
+        "update_passengers": _update_passengers,
+        "compensation_certificate": _compensation,
+        "info_request": _info,
+    }
+)
 
 
 def propose(snapshot: Snapshot, rng: random.Random, intent: str | None = None) -> Task | None:

@@ -12,6 +12,7 @@ import operator
 from collections.abc import Callable, Iterable
 from datetime import date as Date
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any
 
 from apigen_envs.db import DBView
@@ -51,13 +52,15 @@ MAX_PASSENGERS = 5
 MAX_GIFT_CARDS = 3
 
 _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_BINARY = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-}
-_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_BINARY = MappingProxyType(
+    {
+        ast.Add: operator.add,
+        ast.Sub: operator.sub,
+        ast.Mult: operator.mul,
+        ast.Div: operator.truediv,
+    }
+)
+_UNARY = MappingProxyType({ast.USub: operator.neg, ast.UAdd: operator.pos})
 _MAX_EXPRESSION = 500
 
 

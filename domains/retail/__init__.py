@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from apigen_envs.db import IndexSpec, Record, Snapshot
@@ -39,7 +40,7 @@ INDEXES = (
 """Secondary indexes used by the user lookups (O(1) in the number of users)."""
 
 V1_TASK_FILES = (("tasks_train.json", "train"), ("tasks_test.json", "test"), ("tasks_dev.json", "dev"))
-TAU2_BASIS = {"DB": "db", "COMMUNICATE": "outputs"}
+TAU2_BASIS = MappingProxyType({"DB": "db", "COMMUNICATE": "outputs"})
 
 
 def table_records(path: Path, table: str, raw: Any) -> dict[str, Record]:

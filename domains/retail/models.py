@@ -8,6 +8,8 @@ cents on validation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
@@ -160,9 +162,11 @@ class Order(Record):
     return_payment_method_id: str | None = None
 
 
-TABLES: dict[str, tuple[type[Record], str]] = {
-    "products": (Product, "product_id"),
-    "users": (User, "user_id"),
-    "orders": (Order, "order_id"),
-}
+TABLES: Mapping[str, tuple[type[Record], str]] = MappingProxyType(
+    {
+        "products": (Product, "product_id"),
+        "users": (User, "user_id"),
+        "orders": (Order, "order_id"),
+    }
+)
 """Table name -> (record class, primary-key field), in ``db.json`` order."""

@@ -19,15 +19,16 @@ fit the intent).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import itertools
 import json
 import random
 import sys
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from apigen_envs.db import DBView, Snapshot
@@ -49,24 +50,20 @@ TRAITS = (
     "You are skeptical and ask for the details before agreeing to anything.",
     "You are calm, but you do not volunteer information unless asked.",
 )
-REASON_TEXT = {"no longer needed": "you no longer need it", "ordered by mistake": "you ordered it by mistake"}
+REASON_TEXT = MappingProxyType(
+    {"no longer needed": "you no longer need it", "ordered by mistake": "you ordered it by mistake"}
+)
 
-_TOOLS: ToolSet | None = None
-_USER_IDS: weakref.WeakKeyDictionary[Snapshot, tuple[str, ...]] = weakref.WeakKeyDictionary()
 
-
+@functools.cache
 def _tools() -> ToolSet:
-    global _TOOLS
-    if _TOOLS is None:
-        _TOOLS = build_tools()
-    return _TOOLS
+    # Built once: the proposer replays every draft with these tools.
+    return build_tools()
 
 
+@functools.lru_cache(maxsize=8)
 def _user_ids(snapshot: Snapshot) -> tuple[str, ...]:
-    ids = _USER_IDS.get(snapshot)
-    if ids is None:
-        ids = _USER_IDS[snapshot] = tuple(snapshot.tables["users"])
-    return ids
+    return tuple(snapshot.tables["users"])
 
 
 def money(value: float) -> str:
@@ -371,20 +368,22 @@ def _exchange_and_update_address(draft: Draft) -> bool:
     return _exchange(draft) and _modify_user_address(draft)
 
 
-WRITERS: dict[str, Callable[[Draft], bool]] = {
-    "cancel_pending_order": _cancel,
-    "modify_order_address": _modify_order_address,
-    "modify_order_items": _modify_order_items,
-    "modify_order_payment": _modify_order_payment,
-    "modify_user_address": _modify_user_address,
-    "exchange_delivered_items": _exchange,
-    "return_delivered_items": _return,
-    "info_refund_estimate": _info_refund_estimate,
-    "info_tracking_number": _info_tracking,
-    "cancel_and_refund_amount": _cancel_and_refund_amount,
-    "return_and_cancel": _return_and_cancel,
-    "exchange_and_update_address": _exchange_and_update_address,
-}
+WRITERS: Mapping[str, Callable[[Draft], bool]] = MappingProxyType(
+    {
+        "cancel_pending_order": _cancel,
+        "modify_order_address": _modify_order_address,
+        "modify_order_items": _modify_order_items,
+        "modify_order_payment": _modify_order_payment,
+        "modify_user_address": _modify_user_address,
+        "exchange_delivered_items": _exchange,
+        "return_delivered_items": _return,
+        "info_refund_estimate": _info_refund_estimate,
+        "info_tracking_number": _info_tracking,
+        "cancel_and_refund_amount": _cancel_and_refund_amount,
+        "return_and_cancel": _return_and_cancel,
+        "exchange_and_update_address": _exchange_and_update_address,
+    }
+)
 
 INTENTS: tuple[str, ...] = tuple(WRITERS)
 """Intents :func:`propose` can write; the last three combine two requests of one customer."""

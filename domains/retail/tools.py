@@ -16,7 +16,8 @@ import json
 import math
 import operator
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from apigen_envs.db import DBView
@@ -43,13 +44,17 @@ def name_zip_key(user: User) -> tuple[str, str, str]:
 
 
 # ---------------------------------------------------------------------------------------------- calculate
-_BINARY: dict[type[ast.operator], Callable[[float, float], float]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-}
-_UNARY: dict[type[ast.unaryop], Callable[[float], float]] = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_BINARY: Mapping[type[ast.operator], Callable[[float, float], float]] = MappingProxyType(
+    {
+        ast.Add: operator.add,
+        ast.Sub: operator.sub,
+        ast.Mult: operator.mul,
+        ast.Div: operator.truediv,
+    }
+)
+_UNARY: Mapping[type[ast.unaryop], Callable[[float], float]] = MappingProxyType(
+    {ast.USub: operator.neg, ast.UAdd: operator.pos}
+)
 _ALLOWED_CHARS = frozenset("0123456789+-*/(). ")
 MAX_EXPRESSION_CHARS = 1000
 
