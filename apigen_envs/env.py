@@ -219,13 +219,11 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
     # ----------------------------------------------------------------- reset
     def _begin_reset(self, seed: int | None, options: dict[str, Any] | None) -> None:
         options = options or {}
-        if seed is not None:
-            if "task_id" in options or "task_index" in options:
-                # The task is given, so no draw needs the RNG now: seed it on first use (saves ~10 us a reset).
-                self._np_random, self._np_random_seed, self._pending_seed = None, seed, seed
-            else:
-                super().reset(seed=seed)
-        self._seed = seed
+        unknown = set(options) - {"task_id", "task_index"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; use 'task_id' or 'task_index'")
+        # Resolve a requested task before touching any state, so a bad id leaves the env as it was.
+        task: Task | None = None
         if "task_id" in options:
             task = self.domain.task(str(options["task_id"]))
         elif "task_index" in options:
@@ -233,7 +231,14 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
             if not 0 <= index < len(self.tasks):
                 raise IndexError(f"task_index {index} out of range [0, {len(self.tasks)})")
             task = self.tasks[index]
-        else:
+        if seed is not None:
+            if task is not None:
+                # No draw needs the RNG now: seed it on first use (saves ~10 us a reset).
+                self._np_random, self._np_random_seed, self._pending_seed = None, seed, seed
+            else:
+                super().reset(seed=seed)
+        self._seed = seed
+        if task is None:
             task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
         self._task = task
         self._view = self.domain.snapshot.view()

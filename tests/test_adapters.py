@@ -106,7 +106,7 @@ def test_verifiers_hooks_follow_the_multiturn_protocol() -> None:
 
 
 def test_load_environment_without_a_compatible_verifiers() -> None:
-    env = load_environment(domain="mock", split="test")
+    env = load_environment(api="standalone", domain="mock", split="test")
     assert isinstance(env, ApigenMultiTurnEnv)
     assert len(env.dataset) == len(load_domain("mock").task_list("test"))
     assert {t["function"]["name"] for t in env.oai_tools} >= {"transfer_funds"}

@@ -285,3 +285,15 @@ def test_corrupt_data_dir_gives_clear_error(tmp_path):
     (tmp_path / "db.json").write_text('{"customers": {"x": {"customer_id": 3}}}', encoding="utf-8")
     with pytest.raises(DataFileError, match="row 'x'"):
         mock.load(tmp_path)
+
+
+def test_bad_reset_options_leave_the_env_as_it_was(mock_env):
+    mock_env.reset(seed=1, options={"task_id": "nickname"})
+    before = (mock_env.task.id, mock_env.messages)
+    with pytest.raises(ValueError, match="unknown reset options"):
+        mock_env.reset(options={"task": "transfer_50"})
+    with pytest.raises(apigen_envs.errors.DomainNotFoundError):
+        mock_env.reset(seed=2, options={"task_id": "nope"})
+    with pytest.raises(IndexError):
+        mock_env.reset(options={"task_index": 99})
+    assert (mock_env.task.id, mock_env.messages) == before
