@@ -3,7 +3,7 @@
 #
 # verifiers 0.4.x pins openai<3 while this project's own venv uses openai 3.x, so the check runs in a
 # separate virtualenv (default /tmp/vf-venv, override with VF_VENV) where verifiers brings its openai 2.x
-# and this project is installed without dependencies on top of it. Not part of CI.
+# and this project is installed without dependencies on top of it. scripts/test.sh runs it before the suite.
 #
 # Usage: scripts/check_verifiers.sh [extra pytest args]
 # Env:   VF_VENV (venv path), VF_VERSION (default 0.4.0), PYTHON (interpreter for the venv, default python3)
