@@ -58,7 +58,7 @@ def test_ray_throughput(benchmark, workers):
         factory = functools.partial(make_agent, server.base_url)
 
         def run():
-            eps = RayCollector("mock", factory, workers=workers, trials=trials, concurrency=64, chunk_size=25).run()
+            eps = RayCollector("mock", factory, workers=workers, trials=trials, concurrency=64, chunk_size=75).run()
             assert len(eps) == 300
 
         benchmark.pedantic(run, rounds=2, iterations=1)
