@@ -6,15 +6,16 @@ Importing the package registers the Gymnasium ids ``apigen/Mock-v0``, ``apigen/R
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from apigen_envs.db import DBView, FrozenMap, Record, Snapshot  # noqa: E402
+from apigen_envs.db import DBView, Snapshot  # noqa: E402
 from apigen_envs.domain import Domain  # noqa: E402
 from apigen_envs.episode import Episode  # noqa: E402
 from apigen_envs.errors import ToolError  # noqa: E402
 from apigen_envs.messages import AssistantMessage, ToolCall, ToolMessage, UserMessage  # noqa: E402
 from apigen_envs.protocols import Agent, AgentContext, UserSimulator, UserTurn  # noqa: E402
 from apigen_envs.registry import list_domains, load_domain, make, register_envs  # noqa: E402
+from apigen_envs.semantics import Semantics  # noqa: E402
 from apigen_envs.task import Action, Task, UserScenario  # noqa: E402
 from apigen_envs.tools import ToolSet  # noqa: E402
 
@@ -28,10 +29,9 @@ __all__ = [
     "DBView",
     "Domain",
     "Episode",
-    "FrozenMap",
-    "Record",
     "Snapshot",
     "Task",
+    "Semantics",
     "ToolCall",
     "ToolError",
     "ToolMessage",

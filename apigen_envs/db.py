@@ -1,92 +1,65 @@
-"""Shared frozen snapshot and per-episode copy-on-write views.
+"""Shared snapshot and per-episode copy-on-write views over JSON rows.
 
-The base database is validated once per process into frozen :class:`Record` objects held by a
-:class:`Snapshot`. Every episode works on a :class:`DBView`: reads fall through to the snapshot, writes
-land in a small overlay. Because unchanged rows are shared, comparing two views' :meth:`DBView.changes`
-is the same as comparing whole databases, at a cost proportional to the changes, not the DB.
+A domain's database is a set of tables of **rows**: plain JSON values (dicts, lists, strings, numbers,
+booleans, None) keyed by id, exactly as they appear in the data files and in tool results. Keeping rows
+as JSON, rather than as typed objects, is what lets each semantics profile reproduce its peer exactly:
+``50`` stays distinct from ``50.0``, keys a peer stores verbatim stay stored, and a tool can be written
+in the peer's own mutate-in-place style.
+
+The base database is loaded once per process into a :class:`Snapshot` shared by every env. Every
+episode works on a :class:`DBView`: reads fall through to the snapshot, and :meth:`TableView.edit` hands
+a tool a private copy of a row (copy on first write), so nothing an episode does reaches the snapshot
+or another view. Rows read with :meth:`TableView.get` are the shared ones and must be treated as
+read-only; the conformance check (:func:`apigen_envs.testing.check_domain`) and the fuzz tests compare
+the snapshot's content before and after to enforce that contract.
+
+Comparing two views' :meth:`DBView.changes` is the same as comparing whole databases (unchanged rows are
+shared), at a cost proportional to the changes, not to the DB. Rows compare by their canonical JSON text,
+so values equal in Python but different in JSON (``50`` and ``50.0``, ``1`` and ``True``) differ, as they
+do in both peers' state hashes.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import marshal
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Annotated, Any, Self, TypeVar
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr
-
-K = TypeVar("K")
-V = TypeVar("V")
+Row = Any
+"""A table row: a JSON value (normally a dict)."""
 
 
-class FrozenDict(dict[K, V]):
-    """A dict that refuses mutation; used for mapping fields of frozen records.
+def copy_row(row: Row) -> Row:
+    """A deep copy of a JSON row that shares nothing mutable with the original.
 
-    It stays a real ``dict`` subclass so JSON encoding, pickling and pydantic serialisation keep working.
+    ``marshal`` copies plain dicts, lists and scalars in C, several times faster than ``copy.deepcopy``;
+    anything it cannot encode (a value a caller put in from Python) falls back to ``deepcopy``.
     """
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("records are frozen: build a new one with Record.evolve()")
-
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse  # type: ignore[assignment]
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (FrozenDict, (dict(self),))
-
-    def __hash__(self) -> int:  # type: ignore[override]
-        return hash(tuple(self.items()))
+    try:
+        return marshal.loads(marshal.dumps(row))
+    except ValueError:
+        return copy.deepcopy(row)
 
 
-FrozenMap = Annotated[dict[K, V], AfterValidator(FrozenDict)]
-"""Field type for a read-only mapping inside a :class:`Record` (``FrozenMap[str, Item]``)."""
-
-
-class Record(BaseModel):
-    """Base class of DB rows: frozen, nested collections are tuples or :data:`FrozenMap`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
-    # Records never change, so their JSON text is computed once and reused by every env that shows them.
-    _json_text: str | None = PrivateAttr(default=None)
-
-    def __eq__(self, other: object) -> bool:
-        # Equality is by type and field values only: the private JSON cache must not make equal rows differ.
-        if self is other:
-            return True
-        return type(other) is type(self) and self.__dict__ == other.__dict__  # type: ignore[union-attr]
-
-    def __hash__(self) -> int:
-        return hash((type(self), tuple(self.__dict__.values())))
-
-    def json_text(self) -> str:
-        """The record as JSON text (``json.dumps`` of its JSON dump), cached on the frozen record."""
-        if self._json_text is None:
-            self._json_text = json.dumps(self.model_dump(mode="json"), ensure_ascii=False)
-        return self._json_text
-
-    def evolve(self, **changes: Any) -> Self:
-        """Return a copy with some fields replaced, validated (so dicts become frozen maps).
-
-        Args:
-            **changes: Field values to replace.
-
-        Returns:
-            The new record; ``self`` is untouched.
-
-        """
-        return type(self).model_validate({**self.__dict__, **changes})
+def canonical(value: Any) -> str:
+    """The canonical JSON text of a value (sorted keys, no spaces): equal texts mean equal rows."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 @dataclass(frozen=True, slots=True)
 class IndexSpec:
-    """A secondary index on a table: ``key(record)`` -> the records with that key.
+    """A secondary index on a table: ``key(row)`` -> the rows with that key.
 
     Attributes:
         table: The table name.
         name: The index name used with :meth:`TableView.lookup`.
-        key: Extracts the (hashable) index key from a record.
+        key: Extracts the (hashable) index key from a row.
 
     """
 
@@ -96,31 +69,26 @@ class IndexSpec:
 
 
 _DELETED = object()
+_ABSENT = object()
 
 
 class Snapshot:
-    """The immutable base database shared by every env of a domain in the process.
+    """The base database shared by every env of a domain in the process.
 
     Args:
-        tables: Table name -> {primary key -> record}.
-        primary_keys: Table name -> the record field holding its primary key.
+        tables: Table name -> {key -> row}. The snapshot takes ownership: rows must not be modified
+            afterwards, by the caller or by anyone reading them.
         indexes: Secondary indexes, built lazily on first lookup.
 
     """
 
-    def __init__(
-        self,
-        tables: Mapping[str, Mapping[str, Record]],
-        primary_keys: Mapping[str, str],
-        indexes: tuple[IndexSpec, ...] = (),
-    ) -> None:
-        missing = set(tables) - set(primary_keys)
-        if missing:
-            raise ValueError(f"no primary key given for tables {sorted(missing)}")
-        self.tables: Mapping[str, Mapping[str, Record]] = MappingProxyType(
+    def __init__(self, tables: Mapping[str, Mapping[str, Row]], indexes: tuple[IndexSpec, ...] = ()) -> None:
+        self.tables: Mapping[str, Mapping[str, Row]] = MappingProxyType(
             {name: MappingProxyType(dict(rows)) for name, rows in tables.items()}
         )
-        self.primary_keys: Mapping[str, str] = MappingProxyType(dict(primary_keys))
+        unknown = {spec.table for spec in indexes} - set(self.tables)
+        if unknown:
+            raise ValueError(f"indexes name unknown tables {sorted(unknown)}")
         self._index_specs = {(spec.table, spec.name): spec for spec in indexes}
         # A cache, not state: built once on first use, identical for every reader.
         self._index_cache: dict[tuple[str, str], dict[Hashable, tuple[str, ...]]] = {}
@@ -134,15 +102,15 @@ class Snapshot:
         return {name: len(rows) for name, rows in self.tables.items()}
 
     def index(self, table: str, name: str) -> dict[Hashable, tuple[str, ...]]:
-        """The base-table index ``name`` on ``table`` (index key -> primary keys)."""
+        """The base-table index ``name`` on ``table`` (index key -> primary keys, in table order)."""
         cached = self._index_cache.get((table, name))
         if cached is None:
             spec = self._index_specs.get((table, name))
             if spec is None:
                 raise KeyError(f"no index {name!r} on table {table!r}")
             built: dict[Hashable, list[str]] = {}
-            for key, record in self.tables[table].items():
-                built.setdefault(spec.key(record), []).append(key)
+            for key, row in self.tables[table].items():
+                built.setdefault(spec.key(row), []).append(key)
             cached = {k: tuple(v) for k, v in built.items()}
             self._index_cache[(table, name)] = cached
         return cached
@@ -152,10 +120,18 @@ class Snapshot:
         return self._index_specs[(table, name)].key
 
     def to_json(self) -> dict[str, dict[str, Any]]:
-        """The whole DB as JSON-able dicts (for export; O(DB))."""
-        return {
-            name: {key: rec.model_dump(mode="json") for key, rec in rows.items()} for name, rows in self.tables.items()
-        }
+        """The whole DB as fresh JSON data (for export and comparisons; O(DB))."""
+        return {name: {key: copy_row(row) for key, row in rows.items()} for name, rows in self.tables.items()}
+
+    def content_hash(self) -> str:
+        """A hash of the whole DB's content (O(DB)); used to prove that nothing wrote to the snapshot."""
+        digest = hashlib.blake2b(digest_size=16)
+        for name, rows in self.tables.items():
+            digest.update(name.encode())
+            for key, row in rows.items():
+                digest.update(key.encode())
+                digest.update(canonical(row).encode())
+        return digest.hexdigest()
 
 
 class TableView:
@@ -172,40 +148,69 @@ class TableView:
         self._view = view
         self._overlay = view._overlay.get(name)
 
-    def get(self, key: str) -> Any | None:
-        """The record with this primary key, or None."""
+    def get(self, key: str) -> Row | None:
+        """The row with this key, or None. Treat it as read-only; use :meth:`edit` to change it."""
         if self._overlay is not None and key in self._overlay:
             value = self._overlay[key]
             return None if value is _DELETED else value
         return self._base.get(key)
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, key: str) -> Row:
         value = self.get(key)
         if value is None:
             raise KeyError(key)
         return value
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key) is not None
+        # Like a dict: an unhashable key raises TypeError (the peers' tools surface that error to the agent).
+        return self.get(key) is not None  # type: ignore[arg-type]
 
-    def put(self, record: Record, key: str | None = None) -> None:
-        """Insert or replace a record (the key defaults to the table's primary-key field)."""
-        if key is None:
-            key = getattr(record, self._view.snapshot.primary_keys[self._name])
+    def _overlay_for_write(self) -> dict[str, Any]:
         if self._overlay is None:
             self._overlay = self._view._overlay.setdefault(self._name, {})
-        self._overlay[key] = record
+        return self._overlay
+
+    def edit(self, key: str) -> Row:
+        """The row with this key as a private, mutable copy owned by this view (copy on first write).
+
+        Later reads through this view see the edits. The first edit of a row costs one copy of it; further
+        edits of the same row in the same view are free.
+
+        Raises:
+            KeyError: When there is no such row.
+
+        """
+        overlay = self._overlay_for_write()
+        value = overlay.get(key, _ABSENT)
+        if value is _DELETED or (value is _ABSENT and key not in self._base):
+            raise KeyError(key)
+        txn = self._view._txn
+        if value is _ABSENT:
+            if txn is not None:
+                txn.setdefault((self._name, key), _ABSENT)
+            value = overlay[key] = copy_row(self._base[key])
+        elif txn is not None and (self._name, key) not in txn:
+            # The pre-transaction row is kept aside untouched; the block edits a copy of it.
+            txn[(self._name, key)] = value
+            value = overlay[key] = copy_row(value)
+        return value
+
+    def put(self, key: str, row: Row) -> None:
+        """Insert or replace the row at ``key``; this view takes ownership of ``row``."""
+        overlay = self._overlay_for_write()
+        txn = self._view._txn
+        if txn is not None:
+            txn.setdefault((self._name, key), overlay.get(key, _ABSENT))
+        overlay[key] = row
 
     def delete(self, key: str) -> None:
-        """Remove a record; a missing key raises ``KeyError``."""
+        """Remove a row; a missing key raises ``KeyError``."""
         if self.get(key) is None:
             raise KeyError(key)
-        if self._overlay is None:
-            self._overlay = self._view._overlay.setdefault(self._name, {})
-        self._overlay[key] = _DELETED
+        self.put(key, _DELETED)
 
     def keys(self) -> Iterator[str]:
-        """Primary keys in snapshot order, then keys inserted by this view."""
+        """Keys in snapshot order, then keys inserted by this view."""
         overlay = self._overlay or {}
         for key in self._base:
             if overlay.get(key) is not _DELETED:
@@ -214,13 +219,13 @@ class TableView:
             if key not in self._base and value is not _DELETED:
                 yield key
 
-    def values(self) -> Iterator[Any]:
-        """Records in :meth:`keys` order."""
+    def values(self) -> Iterator[Row]:
+        """Rows in :meth:`keys` order."""
         for key in self.keys():
             yield self.get(key)
 
-    def items(self) -> Iterator[tuple[str, Any]]:
-        """(key, record) pairs in :meth:`keys` order."""
+    def items(self) -> Iterator[tuple[str, Row]]:
+        """(key, row) pairs in :meth:`keys` order."""
         for key in self.keys():
             yield key, self.get(key)
 
@@ -228,21 +233,32 @@ class TableView:
         return self.keys()
 
     def __len__(self) -> int:
+        overlay = self._overlay
+        if not overlay:
+            return len(self._base)
         return sum(1 for _ in self.keys())
 
-    def lookup(self, index: str, value: Hashable) -> list[Any]:
-        """Records whose index key equals ``value``, honouring this view's writes.
+    def lookup_keys(self, index: str, value: Hashable) -> list[str]:
+        """Keys of the rows whose index key equals ``value``, in table order, honouring this view's writes.
 
         Cost is O(matches + this view's writes to the table), independent of table size.
         """
         snapshot = self._view.snapshot
         base_keys = snapshot.index(self._name, index).get(value, ())
-        overlay = self._overlay or {}
-        found = [self._base[k] for k in base_keys if k not in overlay]
-        if overlay:
-            key_fn = snapshot.index_key(self._name, index)
-            found.extend(v for v in overlay.values() if v is not _DELETED and key_fn(v) == value)
+        overlay = self._overlay
+        if not overlay:
+            return list(base_keys)
+        key_fn = snapshot.index_key(self._name, index)
+        found = [k for k in base_keys if k not in overlay]
+        found.extend(k for k, v in overlay.items() if v is not _DELETED and key_fn(v) == value)
+        if len(found) > 1:
+            order = {k: i for i, k in enumerate(self.keys())}
+            found.sort(key=order.__getitem__)
         return found
+
+    def lookup(self, index: str, value: Hashable) -> list[Row]:
+        """Rows whose index key equals ``value``, in table order (see :meth:`lookup_keys`)."""
+        return [self.get(k) for k in self.lookup_keys(index, value)]
 
 
 class DBView:
@@ -251,11 +267,12 @@ class DBView:
     Tables are reachable as ``view["users"]`` or ``view.users``.
     """
 
-    __slots__ = ("_overlay", "snapshot")
+    __slots__ = ("_overlay", "_txn", "snapshot")
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self._overlay: dict[str, dict[str, Any]] = {}
+        self._txn: dict[tuple[str, str], Any] | None = None
 
     def __getitem__(self, table: str) -> TableView:
         return TableView(self, table)
@@ -269,9 +286,9 @@ class DBView:
             raise AttributeError(str(exc)) from None
 
     def changes(self) -> dict[str, dict[str, Any]]:
-        """Rows that differ from the snapshot: {table: {key: new record, or None if deleted}}.
+        """Rows that differ from the snapshot: {table: {key: new row, or None if deleted}}.
 
-        A row written back to its original value is not a change. Cost is O(writes).
+        A row written back to its original content is not a change. Cost is O(writes).
         """
         out: dict[str, dict[str, Any]] = {}
         for name, rows in self._overlay.items():
@@ -281,12 +298,12 @@ class DBView:
                 if value is _DELETED:
                     if original is not None:
                         out.setdefault(name, {})[key] = None
-                elif value != original:
+                elif value is not original and (original is None or canonical(value) != canonical(original)):
                     out.setdefault(name, {})[key] = value
         return out
 
     def changes_json(self) -> dict[str, dict[str, Any]]:
-        """:meth:`changes` as JSON-able dicts, sorted for stable output."""
+        """:meth:`changes` as fresh JSON data, tables and keys sorted for stable output."""
         return changes_to_json(self.changes())
 
     def fingerprint(self) -> str:
@@ -299,61 +316,87 @@ class DBView:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Undo every write made inside the block when it raises (O(writes) to set up).
+        """Undo every write made inside the block when it raises (O(rows written) to undo).
 
-        Tools may fail half-way through a multi-row update; the env wraps each call in a transaction so
-        a failed call leaves no partial writes.
+        Tools may fail half-way through a multi-row update; profiles with atomic calls wrap each call in a
+        transaction so a failed call leaves no partial writes. Transactions do not nest.
         """
-        saved = {name: dict(rows) for name, rows in self._overlay.items()}
+        if self._txn is not None:
+            raise RuntimeError("transactions do not nest")
+        self._txn = saved = {}
         try:
             yield
         except BaseException:
-            self._overlay = saved
+            for (name, key), value in saved.items():
+                rows = self._overlay.setdefault(name, {})
+                if value is _ABSENT:
+                    rows.pop(key, None)
+                else:
+                    rows[key] = value
             raise
+        finally:
+            self._txn = None
 
     def fork(self) -> DBView:
-        """An independent copy of this view (shares the snapshot and the immutable records)."""
+        """An independent copy of this view (shares the snapshot; edited rows are copied)."""
         other = DBView(self.snapshot)
-        other._overlay = {name: dict(rows) for name, rows in self._overlay.items()}
+        other._overlay = {
+            name: {key: value if value is _DELETED else copy_row(value) for key, value in rows.items()}
+            for name, rows in self._overlay.items()
+        }
         return other
 
 
 def changes_to_json(changes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Turn a :meth:`DBView.changes` result into sorted JSON-able dicts.
+    """Turn a :meth:`DBView.changes` result into fresh JSON data with sorted tables and keys.
 
     Args:
-        changes: {table: {key: record or None}}.
+        changes: {table: {key: row or None}}.
 
     Returns:
-        The same structure with records dumped to plain dicts.
+        The same structure, copied (safe to keep after the view changes again).
 
     """
     return {
-        name: {key: (rec.model_dump(mode="json") if rec is not None else None) for key, rec in sorted(rows.items())}
+        name: {key: (copy_row(row) if row is not None else None) for key, row in sorted(rows.items())}
         for name, rows in sorted(changes.items())
     }
 
 
 def fingerprint_changes(changes: Mapping[str, Mapping[str, Any]]) -> str:
-    """Stable hash of a changes mapping.
+    """Stable hash of a changes mapping (types count: ``50`` and ``50.0`` hash differently).
 
     Args:
-        changes: {table: {key: record or None}}.
+        changes: {table: {key: row or None}}.
 
     Returns:
         A hex digest; the empty change set has a fixed digest.
 
     """
-    blob = json.dumps(changes_to_json(changes), sort_keys=True, separators=(",", ":"))
+    blob = canonical({name: dict(rows) for name, rows in changes.items()})
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
+def same_changes(a: Mapping[str, Mapping[str, Any]], b: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether two changes mappings describe the same final state (canonical JSON equality)."""
+    if {k for k, v in a.items() if v} != {k for k, v in b.items() if v}:
+        return False
+    for name, rows in a.items():
+        other = b.get(name, {})
+        if rows.keys() != other.keys():
+            return False
+        for key, row in rows.items():
+            if row is not other[key] and canonical(row) != canonical(other[key]):
+                return False
+    return True
+
+
 def diff_rows(snapshot: Snapshot, changes: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of a changes mapping with their snapshot (before) and new (after) values, JSON-able.
+    """Rows of a changes mapping with their snapshot (before) and new (after) values, as fresh JSON.
 
     Args:
         snapshot: The base DB.
-        changes: {table: {key: record or None}}.
+        changes: {table: {key: row or None}}.
 
     Returns:
         Dicts with table, key, before and after, sorted by table and key.
@@ -367,8 +410,8 @@ def diff_rows(snapshot: Snapshot, changes: Mapping[str, Mapping[str, Any]]) -> l
                 {
                     "table": name,
                     "key": key,
-                    "before": before.model_dump(mode="json") if before is not None else None,
-                    "after": after.model_dump(mode="json") if after is not None else None,
+                    "before": copy_row(before) if before is not None else None,
+                    "after": copy_row(after) if after is not None else None,
                 }
             )
     return rows

@@ -1,4 +1,8 @@
-"""A domain bundles what every env of it shares: snapshot, tools, policy, tasks and verifier."""
+"""A domain bundles what every env of it shares: snapshot, tools, policy, tasks, semantics and verifier.
+
+The loading helpers here turn every failure of a data file into a :class:`DataFileError` that names the
+file and, where there is one, the row or task.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from apigen_envs.db import Snapshot
-from apigen_envs.errors import DataFileError, DomainNotFoundError, did_you_mean
+from apigen_envs.errors import DataFileError, DomainNotFoundError, ToolCallError, did_you_mean
+from apigen_envs.semantics import Semantics
 from apigen_envs.task import Task
 from apigen_envs.tools import ToolSet
 from apigen_envs.verify import Verifier
@@ -30,6 +35,7 @@ class Domain:
         splits: Split name -> task ids.
         user_guidelines: Extra guidance for LLM user simulators, if the domain has any.
         source: Where the data came from (a path or ``"embedded"``).
+        semantics: The profile whose tool behaviour, reward and output matching episodes follow.
         verifier: The scorer, holding the gold cache.
 
     """
@@ -42,10 +48,11 @@ class Domain:
     splits: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     user_guidelines: str | None = None
     source: str = "embedded"
+    semantics: Semantics = field(default_factory=lambda: Semantics.named("apigen"))
     verifier: Verifier = field(init=False)
 
     def __post_init__(self) -> None:
-        self.verifier = Verifier(self.snapshot, self.tools)
+        self.verifier = Verifier(self.snapshot, self.tools, self.semantics)
         if not self.splits:
             by_split: dict[str, list[str]] = {}
             for task in self.tasks.values():
@@ -104,9 +111,18 @@ def read_json(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataFileError(f"{path}: cannot read ({exc})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise DataFileError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})") from None
+    except ValueError as exc:
+        raise DataFileError(f"{path}: invalid JSON ({exc})") from None
+    except RecursionError:
+        raise DataFileError(f"{path}: invalid JSON (nested too deeply)") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    # json accepts NaN and Infinity by default; neither is JSON, and a NaN balance breaks every comparison.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def read_jsonl(path: Path) -> list[Any]:
@@ -130,33 +146,112 @@ def read_jsonl(path: Path) -> list[Any]:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            out.append(json.loads(line, parse_constant=_refuse_constant))
         except json.JSONDecodeError as exc:
             raise DataFileError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        except ValueError as exc:
+            raise DataFileError(f"{path}:{number}: invalid JSON ({exc})") from None
+        except RecursionError:
+            raise DataFileError(f"{path}:{number}: invalid JSON (nested too deeply)") from None
     return out
 
 
-def validate_rows(path: Path, rows: Iterable[tuple[str, Any]], model: Any) -> dict[str, Any]:
-    """Validate raw rows into records, naming the file and row on failure.
+def validation_message(exc: ValidationError) -> str:
+    """The first problem of a validation error as ``field.path: message``."""
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    return f"{loc}: {first['msg']}" if loc else first["msg"]
+
+
+def table_rows(
+    path: Path,
+    table: str,
+    raw: Any,
+    model: Any,
+    key_field: str,
+    *,
+    normalize: bool,
+    fill_key: bool = False,
+) -> dict[str, Any]:
+    """Validate one table ({key: row}) and return its rows, normalised or verbatim.
 
     Args:
-        path: The file the rows came from (for messages).
-        rows: (key, raw dict) pairs.
-        model: The record class.
+        path: The file the rows came from (named in errors).
+        table: The table name (named in errors).
+        raw: The parsed JSON of the table.
+        model: The pydantic model of a row.
+        key_field: The row field that must equal the row's key.
+        normalize: Return each row as the model dumps it (missing optional fields filled in, numbers in
+            the model's types), as tau2 does on load; else the row exactly as read (tau-bench v1).
+        fill_key: A row without ``key_field`` is validated with it taken from the key (tau-bench v1's
+            ``users.json`` has no ``user_id``); the verbatim row is still returned without it.
 
     Returns:
-        {key: record}.
+        {key: row}.
+
+    Raises:
+        DataFileError: Naming the file, table, row and field of the first problem.
 
     """
+    if not isinstance(raw, Mapping):
+        raise DataFileError(f"{path}: table {table!r} must be a JSON object of id -> row, got {type(raw).__name__}")
     out: dict[str, Any] = {}
-    for key, raw in rows:
+    for key, row in raw.items():
+        if not isinstance(row, Mapping):
+            raise DataFileError(f"{path}: {table} row {key!r}: expected a JSON object, got {type(row).__name__}")
+        candidate = {key_field: key, **row} if fill_key and key_field not in row else row
         try:
-            out[key] = model.model_validate(raw)
+            record = model.model_validate(candidate)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            raise DataFileError(f"{path}: row {key!r}: {loc}: {first['msg']}") from None
+            raise DataFileError(f"{path}: {table} row {key!r}: {validation_message(exc)}") from None
+        if getattr(record, key_field) != key:
+            raise DataFileError(
+                f"{path}: {table} row {key!r}: its {key_field} is {getattr(record, key_field)!r}, not the row key"
+            )
+        out[key] = record.model_dump() if normalize else row
     return out
+
+
+def check_gold_actions(path: Path, tasks: Iterable[Task], tools: ToolSet) -> None:
+    """Refuse tasks whose gold actions name an unknown tool or carry arguments the tool's schema rejects.
+
+    Such a task can never be replayed as intended; its gold state collapses to "nothing changed", which a
+    do-nothing agent then matches. Calls that the tool refuses for a business reason (an order that is
+    not pending) are legitimate data and pass this check.
+
+    Raises:
+        DataFileError: Naming the file, task and action.
+
+    """
+    for task in tasks:
+        for index, action in enumerate(task.actions):
+            if action.name not in tools:
+                raise DataFileError(
+                    f"{path}: task {task.id!r} action #{index}: unknown tool {action.name!r}."
+                    f"{did_you_mean(action.name, tools.names)}"
+                )
+            try:
+                tools[action.name].validate(action.arguments)
+            except ToolCallError as exc:
+                raise DataFileError(f"{path}: task {task.id!r} action #{index}: {exc}") from None
+
+
+def read_policy(path: Path) -> str:
+    """Read a policy markdown file.
+
+    Raises:
+        DataFileError: When it is missing, unreadable or empty.
+
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataFileError(f"{path}: policy file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataFileError(f"{path}: cannot read ({exc})") from None
+    if not text.strip():
+        raise DataFileError(f"{path}: the policy is empty")
+    return text
 
 
 def load_tasks(path: Path, domain: str, convert: Any = None) -> list[Task]:
@@ -175,12 +270,36 @@ def load_tasks(path: Path, domain: str, convert: Any = None) -> list[Task]:
     if not isinstance(raw, list):
         raise DataFileError(f"{path}: expected a JSON list of tasks, got {type(raw).__name__}")
     tasks = []
+    seen: set[str] = set()
     for number, item in enumerate(raw):
         try:
             if convert is not None:
-                tasks.append(convert(item, number))
+                task = convert(item, number)
+            elif isinstance(item, Mapping):
+                task = Task.model_validate({"domain": domain, **item})
             else:
-                tasks.append(Task.model_validate({"domain": domain, **item}))
-        except (ValidationError, KeyError, TypeError, ValueError) as exc:
+                raise TypeError(f"expected a JSON object, got {type(item).__name__}")
+        except ValidationError as exc:
+            raise DataFileError(f"{path}: task #{number}: {validation_message(exc)}") from None
+        except (KeyError, TypeError, ValueError) as exc:
             raise DataFileError(f"{path}: task #{number}: {exc}") from None
+        if task.id in seen:
+            raise DataFileError(f"{path}: task #{number}: duplicate task id {task.id!r}")
+        seen.add(task.id)
+        tasks.append(task)
     return tasks
+
+
+def unique_tasks(source: Path, tasks: Iterable[Task]) -> dict[str, Task]:
+    """Tasks by id, refusing a duplicate id across files.
+
+    Raises:
+        DataFileError: Naming the duplicated id.
+
+    """
+    by_id: dict[str, Task] = {}
+    for task in tasks:
+        if task.id in by_id:
+            raise DataFileError(f"{source}: duplicate task id {task.id!r}")
+        by_id[task.id] = task
+    return by_id

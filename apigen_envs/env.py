@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from apigen_envs import __version__
 from apigen_envs.domain import Domain
 from apigen_envs.episode import Episode, Termination
-from apigen_envs.errors import EnvBugError, EnvStateError, InvalidActionError, ToolCallError, ToolError
+from apigen_envs.errors import EnvBugError, EnvStateError, InvalidActionError
 from apigen_envs.messages import (
     AssistantMessage,
     Message,
@@ -34,7 +34,7 @@ from apigen_envs.protocols import UserSimulator, UserTurn
 from apigen_envs.registry import load_domain
 from apigen_envs.spaces import AssistantActionSpace, MessagesSpace
 from apigen_envs.task import Task
-from apigen_envs.tools import parse_arguments, render_result
+from apigen_envs.tools import execute
 from apigen_envs.verify import RewardInfo
 
 Observation = tuple[dict[str, Any], ...]
@@ -85,8 +85,10 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
     in ``info["system_prompt"]`` with the tool schemas in ``info["tools"]``). An action is one assistant
     turn: tool calls are executed against the episode's copy-on-write DB view; text goes to the user
     simulator, whose reply is appended. The episode ends when the user stops or transfers, a terminal tool
-    is called, or ``max_turns`` agent steps have been taken (truncated, still scored). The reward, given
-    at the end, is the verifier's (1.0 or 0.0), with its breakdown in ``info["reward_info"]``.
+    is called, or ``max_turns`` agent steps have been taken (truncated: reward 0, as both peers score an
+    episode that neither side ended; the breakdown is still reported). The reward, given at the end, is
+    the verifier's (1.0 or 0.0), with its breakdown in ``info["reward_info"]``. Tools, reward and output
+    matching follow the domain's semantics profile (``info["semantics"]``).
 
     Args:
         domain: A :class:`Domain` or a domain name (``"retail"``, ``"airline"``, ``"mock"``, or
@@ -97,6 +99,9 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
         max_turns: Agent steps before truncation.
         strict: Re-raise unexpected tool exceptions (env bugs) instead of ending the episode.
         data_dir: Load the domain from this directory (tau2 or tau-bench layout).
+        semantics: Force a semantics profile (a name such as ``"tau2"``, a label such as
+            ``"tau2+seat_accounting"``, or a :class:`~apigen_envs.semantics.Semantics`) when ``domain`` is
+            a name; default: the data's own.
         render_mode: ``"ansi"`` for a text transcript from ``render()``.
 
     """
@@ -113,9 +118,15 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
         max_turns: int = 30,
         strict: bool = False,
         data_dir: str | Path | None = None,
+        semantics: Any = None,
         render_mode: str | None = None,
     ) -> None:
-        self.domain = domain if isinstance(domain, Domain) else load_domain(domain, data_dir)
+        if isinstance(domain, Domain):
+            if semantics is not None and getattr(semantics, "label", semantics) != domain.semantics.label:
+                raise ValueError("semantics can only be chosen when the domain is given by name")
+            self.domain = domain
+        else:
+            self.domain = load_domain(domain, data_dir, semantics)
         if user is None:
             from apigen_envs.simulators.scripted_user import ScriptedUser
 
@@ -261,6 +272,7 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
             "domain": self.domain.name,
             "tools": list(self.tool_schemas),
             "system_prompt": self.system_prompt,
+            "semantics": self.domain.semantics.label,
             "turn": 0,
         }
         if self._done:
@@ -312,27 +324,20 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
         return True
 
     def _execute(self, call_id: str, name: str, arguments: Any) -> None:
-        tools = self.domain.tools
-        error = False
-        try:
-            tool = tools[name]
-            kwargs = tool.validate(parse_arguments(arguments))
-            if tool.mutates:
-                with self._view.transaction():
-                    content = render_result(tool.fn(self._view, **kwargs))
-            else:
-                content = render_result(tool.fn(self._view, **kwargs))
-            if tool.terminal:
-                self._finish("terminal_tool")
-        except (ToolError, ToolCallError) as exc:
-            content, error = f"Error: {exc}", True
-        except Exception as exc:
+        outcome = execute(self.domain.tools, self._view, name, arguments, atomic=self.domain.semantics.atomic_calls)
+        self._append(ToolMessage(tool_call_id=call_id, name=name, content=outcome.content, error=outcome.error))
+        if outcome.bug is not None:
             if self.strict:
-                raise EnvBugError(f"tool {name!r} raised {type(exc).__name__}: {exc}") from exc
-            content, error = f"Error: internal error in tool {name!r}", True
-            self._error = f"tool {name!r} raised {type(exc).__name__}: {exc}"
+                raise EnvBugError(outcome.bug)
+            self._error = outcome.bug
             self._finish("env_error")
-        self._append(ToolMessage(tool_call_id=call_id, name=name, content=content, error=error))
+        elif (
+            outcome.tool is not None
+            and outcome.tool.terminal
+            # tau-bench ends the episode on any call of a terminal tool; tau2 and we only on a successful one.
+            and (not outcome.error or self.domain.semantics.tools_of == "tau-bench")
+        ):
+            self._finish("terminal_tool")
 
     def _end_step(self) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         if not self._done and self._turn >= self.max_turns:
@@ -424,7 +429,7 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
         if termination in ("env_error", "user_error"):
             self._reward_info = None
         else:
-            self._reward_info = self.domain.verifier.score(self.task, self._view, self._messages)
+            self._reward_info = self.domain.verifier.score(self.task, self._view, self._messages, termination)
 
     def _final_info(self) -> dict[str, Any]:
         return {
@@ -486,6 +491,7 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
             diff=self._view.diff() if self._view is not None else [],
             gold_diff=list(self.domain.verifier.gold(task).diff),
             user_trace=list(self._user_trace),
+            semantics=self.domain.semantics.label,
             versions={"apigen_envs": __version__, "domain_source": self.domain.source},
             **fields,
         )

@@ -64,6 +64,8 @@ class Episode(BaseModel):
         diff: Changed rows (table, key, before, after) at the end of the episode.
         gold_diff: The rows the task's gold actions change, in the same form.
         user_trace: Per user turn that carried one, the simulator's record of how it chose the turn.
+        semantics: The semantics profile the episode followed (``apigen``, ``tau2``, ``tau-bench``, plus any
+            changed options, e.g. ``tau2+seat_accounting``); None in records written before 0.2.
         versions: Package and data versions.
 
     """
@@ -96,6 +98,7 @@ class Episode(BaseModel):
     diff: list[dict[str, Any]] = Field(default_factory=list)
     gold_diff: list[dict[str, Any]] = Field(default_factory=list)
     user_trace: list[dict[str, Any]] = Field(default_factory=list)
+    semantics: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
 
     @property

@@ -30,6 +30,10 @@ class ToolCallError(ApigenError):
     """
 
 
+class UnknownToolError(ToolCallError):
+    """A call to a tool that does not exist; its message is the whole observation (peers word it freely)."""
+
+
 class InvalidActionError(ApigenError, TypeError):
     """`step` received something that is neither an assistant message nor a tool call."""
 

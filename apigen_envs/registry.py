@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 from collections.abc import Callable
 from functools import lru_cache
@@ -81,25 +82,34 @@ def resolve_data_dir(domain: str, data_dir: str | Path | None) -> Path | None:
 
 
 @lru_cache(maxsize=32)
-def _load_cached(name: str, data_dir: str | None) -> Any:
+def _load_cached(name: str, data_dir: str | None, semantics: str | None) -> Any:
     loader = resolve_loader(name)
-    return loader(Path(data_dir) if data_dir else None)
+    path = Path(data_dir) if data_dir else None
+    if semantics is None:
+        return loader(path)
+    if "semantics" not in inspect.signature(loader).parameters:
+        raise ValueError(f"the loader of domain {name!r} does not take a semantics profile")
+    return loader(path, semantics=semantics)
 
 
-def load_domain(name: str, data_dir: str | Path | None = None) -> Any:
-    """Load a domain once per process and data directory (later calls return the same object).
+def load_domain(name: str, data_dir: str | Path | None = None, semantics: Any = None) -> Any:
+    """Load a domain once per process, data directory and semantics profile (later calls share it).
 
     Args:
         name: ``"retail"``, ``"airline"``, ``"mock"``, or ``"package.module:loader"``.
         data_dir: Data directory (tau2 or tau-bench layout); defaults to ``$APIGEN_DATA_DIR`` or the
             embedded data.
+        semantics: A :class:`~apigen_envs.semantics.Semantics`, a profile name or label
+            (``"tau2+seat_accounting"``); default: the data's own (``apigen`` embedded, else the layout's
+            peer).
 
     Returns:
         The :class:`~apigen_envs.domain.Domain`.
 
     """
     resolved = resolve_data_dir(name, data_dir)
-    return _load_cached(name, str(resolved.resolve()) if resolved else None)
+    label = getattr(semantics, "label", semantics) if semantics else None
+    return _load_cached(name, str(resolved.resolve()) if resolved else None, label)
 
 
 def register_envs() -> None:

@@ -1,9 +1,11 @@
 """Conformance checks for domains, usable by third-party domain authors in their own tests.
 
 ``check_domain(domain)`` runs every check and returns a report; ``assert_domain_ok(domain)`` raises with
-the list of problems. The checks: tool schemas are well-formed; records are frozen; every task's gold actions
-name known tools with valid arguments and replay without tool errors; the oracle passes and the do-nothing
-agent fails every task; the env passes Gymnasium's ``check_env``; and the shared snapshot is unchanged.
+the list of problems. The checks: tool schemas are well-formed; rows are plain JSON objects; every task's
+gold actions name known tools with valid arguments and replay without tool errors; the oracle passes and the
+do-nothing agent fails every task; the env passes Gymnasium's ``check_env``; and the shared snapshot's
+content is unchanged (rows read with ``get`` are shared, so a tool that mutates one instead of calling
+``edit`` shows up here).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from apigen_envs.db import Record
 from apigen_envs.domain import Domain
 from apigen_envs.errors import ToolCallError
 from apigen_envs.messages import AssistantMessage, Message
@@ -104,11 +105,13 @@ def check_domain(
             report.problems.append(f"tool {fn.get('name')!r}: schema is not JSON ({exc})")
         if not fn.get("description"):
             report.problems.append(f"tool {fn.get('name')!r}: no description")
-    before = {name: len(rows) for name, rows in domain.snapshot.tables.items()}
+    before = domain.snapshot.content_hash()
     for name, rows in domain.snapshot.tables.items():
-        sample = next(iter(rows.values()), None)
-        if sample is not None and not (isinstance(sample, Record) and sample.model_config.get("frozen")):
-            report.problems.append(f"table {name!r}: records must be frozen Record instances")
+        for key, row in rows.items():
+            problem = _json_problem(row)
+            if problem is not None:
+                report.problems.append(f"table {name!r} row {key!r}: rows must be plain JSON objects ({problem})")
+                break
     tasks = [domain.task(t) for t in task_ids] if task_ids is not None else list(domain.tasks.values())
     env = ToolUseEnv(domain, task_ids=[t.id for t in tasks] or None)
     oracle, noop = OracleAgent(), NoopAgent()
@@ -129,8 +132,8 @@ def check_domain(
         if run_episode(env, noop, task_id=task.id)[0] >= 1.0:
             report.noop_passed.append(task.id)
             report.problems.append(f"task {task.id!r}: the do-nothing agent passes it (trivial task)")
-    if {name: len(rows) for name, rows in domain.snapshot.tables.items()} != before:
-        report.problems.append("the shared snapshot changed size during the checks")
+    if domain.snapshot.content_hash() != before:
+        report.problems.append("the shared snapshot changed during the checks (a tool wrote to a row it did not edit)")
     if run_env_checker:
         from gymnasium.utils.env_checker import check_env
 
@@ -141,6 +144,17 @@ def check_domain(
             except AssertionError as exc:
                 report.problems.append(f"gymnasium check_env failed: {exc}")
     return report
+
+
+def _json_problem(row: object) -> str | None:
+    """Why a row is not a plain JSON object, or None when it is."""
+    if not isinstance(row, dict):
+        return f"got {type(row).__name__}"
+    try:
+        json.dumps(row, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def assert_domain_ok(domain: Domain, **kwargs: object) -> DomainReport:

@@ -12,13 +12,14 @@ import inspect
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from apigen_envs.db import Record
-from apigen_envs.errors import ApigenError, ToolCallError, did_you_mean
+from apigen_envs.db import copy_row
+from apigen_envs.errors import ApigenError, ToolCallError, ToolError, UnknownToolError, did_you_mean
 
 _SECTION = re.compile(r"^\s*(Args|Arguments|Returns|Raises|Yields|Examples?|Notes?):\s*$")
 _PARAM = re.compile(r"^\s*(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
@@ -79,6 +80,45 @@ def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class CallConvention:
+    """How a call's arguments reach a tool function, and how a call that cannot be made is reported.
+
+    Attributes:
+        validate: Validate and coerce arguments with the tool's schema model before the call (clear
+            errors for wrong types). When False the function receives the agent's values as sent, as both
+            peers do, and only names are checked, with the error text Python itself would raise.
+        label: Tool name -> the function name in Python's own call errors (``"RetailTools.x"``), so a
+            missing or unexpected argument reads exactly as in the peer.
+        reserved: Argument names that collide with the peer's own call plumbing (``data``, ``self``), each
+            with the "got multiple values" error Python raises there (``{label}`` and ``{name}`` are filled in).
+        unknown_tool: Tool name -> the full observation for a call to a tool that does not exist.
+        python_errors: Any exception a tool raises is an error the agent sees (``Error: <exception>``), as
+            in both peers, whose tools meet ill-typed arguments with Python's own errors. When False only
+            :class:`~apigen_envs.errors.ToolError` is; anything else is a defect of the environment.
+
+    """
+
+    validate: bool = True
+    label: Callable[[str], str] | None = None
+    reserved: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    unknown_tool: Callable[[str], str] | None = None
+    python_errors: bool = False
+
+
+STRICT = CallConvention()
+"""The default convention: arguments validated against the schema."""
+
+
+def _quoted_list(names: Sequence[str]) -> str:
+    quoted = [f"'{n}'" for n in names]
+    if len(quoted) == 1:
+        return quoted[0]
+    if len(quoted) == 2:
+        return f"{quoted[0]} and {quoted[1]}"
+    return ", ".join(quoted[:-1]) + f", and {quoted[-1]}"
+
+
+@dataclass(frozen=True, slots=True)
 class Tool:
     """A registered tool.
 
@@ -90,6 +130,8 @@ class Tool:
         schema: The OpenAI ``{"type": "function", ...}`` schema.
         mutates: Whether the tool may write to the DB.
         terminal: Whether calling it ends the episode (e.g. transfer to a human).
+        params: Parameter names in signature order.
+        required: Parameters without a default.
 
     """
 
@@ -100,6 +142,8 @@ class Tool:
     schema: dict[str, Any]
     mutates: bool = False
     terminal: bool = False
+    params: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """Validate arguments and return them coerced to the declared types.
@@ -115,7 +159,31 @@ class Tool:
                 f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in exc.errors()
             )
             raise ToolCallError(f"invalid arguments for {self.name}: {problems}") from None
-        return dict(model.__dict__)
+        except RecursionError:
+            raise ToolCallError(f"invalid arguments for {self.name}: nested too deeply") from None
+        # Plain JSON data, as the agent would have sent it once coerced: nested argument models become dicts.
+        return model.model_dump()
+
+    def bind(self, arguments: Mapping[str, Any], convention: CallConvention = STRICT) -> dict[str, Any]:
+        """The keyword arguments to call :attr:`fn` with, under a calling convention.
+
+        Raises:
+            ToolCallError: When the call cannot be made (the message is the peer's, or ours when validating).
+
+        """
+        if convention.validate:
+            return self.validate(arguments)
+        label = convention.label(self.name) if convention.label else self.name
+        for key in arguments:
+            if key in convention.reserved:
+                raise ToolCallError(convention.reserved[key].format(label=label, name=self.name))
+            if key not in self.params:
+                raise ToolCallError(f"{label}() got an unexpected keyword argument '{key}'")
+        missing = [p for p in self.required if p not in arguments]
+        if missing:
+            noun = "argument" if len(missing) == 1 else "arguments"
+            raise ToolCallError(f"{label}() missing {len(missing)} required positional {noun}: {_quoted_list(missing)}")
+        return dict(arguments)
 
 
 def build_tool(
@@ -168,11 +236,12 @@ def build_tool(
         "type": "function",
         "function": {"name": tool_name, "description": description, "parameters": parameters},
     }
-    return Tool(tool_name, description, fn, model, schema, mutates, terminal)
+    names = tuple(p.name for p in params[1:])
+    return Tool(tool_name, description, fn, model, schema, mutates, terminal, names, tuple(parameters["required"]))
 
 
 def to_jsonable(value: Any) -> Any:
-    """Convert a tool's return value (records, tuples, frozen maps) to plain JSON data."""
+    """Convert a tool's return value (rows, pydantic models, tuples) to plain JSON data."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, dict):
@@ -183,12 +252,17 @@ def to_jsonable(value: Any) -> Any:
 
 
 def render_result(value: Any) -> str:
-    """The text the model sees for a tool's return value (strings as-is, everything else as JSON)."""
+    """The text the model sees for a tool's return value: strings as they are, everything else as JSON.
+
+    JSON is written with ``json.dumps``' defaults (ASCII-escaped, ``", "`` and ``": "`` separators), the
+    way both peers write their tool results, so the text an agent sees is the text it was trained on.
+    """
     if isinstance(value, str):
         return value
-    if isinstance(value, Record):
-        return value.json_text()
-    return json.dumps(to_jsonable(value), ensure_ascii=False)
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return json.dumps(to_jsonable(value))
 
 
 def parse_arguments(arguments: Mapping[str, Any] | str | None) -> dict[str, Any]:
@@ -208,12 +282,76 @@ def parse_arguments(arguments: Mapping[str, Any] | str | None) -> dict[str, Any]
             parsed = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ToolCallError(f"arguments are not valid JSON ({exc.msg} at position {exc.pos})") from None
+        except RecursionError:
+            raise ToolCallError("arguments are nested too deeply") from None
         if not isinstance(parsed, dict):
             raise ToolCallError(f"arguments must be a JSON object, got {type(parsed).__name__}")
         return parsed
     if not isinstance(arguments, Mapping):
         raise ToolCallError(f"arguments must be an object, got {type(arguments).__name__}")
-    return dict(arguments)
+    # A private copy: tools may store argument values in rows, which must never alias the conversation.
+    try:
+        return copy_row(dict(arguments))
+    except RecursionError:
+        raise ToolCallError("arguments are nested too deeply") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """What one tool call produced.
+
+    Attributes:
+        content: The observation text (the result, or the error message).
+        error: Whether the call failed (a tool error, a call that could not be made).
+        tool: The tool called, or None when no such tool exists.
+        bug: Set when the tool raised an unexpected exception under a convention that treats those as
+            defects of the environment (the episode then ends as ``env_error``).
+
+    """
+
+    content: str
+    error: bool
+    tool: Tool | None = None
+    bug: str | None = None
+
+
+def execute(tools: ToolSet, view: Any, name: str, arguments: Any, *, atomic: bool) -> CallOutcome:
+    """Run one tool call the way episodes and gold replays both run it.
+
+    Args:
+        tools: The domain's tools (their calling convention decides validation and error texts).
+        view: The DB view to run on.
+        name: The tool name.
+        arguments: Arguments as a dict or JSON text.
+        atomic: Undo every write of a call that fails (else partial writes stay, as in the peers).
+
+    Returns:
+        The outcome; never raises for anything the call's arguments or the tool do.
+
+    """
+    tool: Tool | None = None
+    try:
+        tool = tools[name]
+        kwargs = tool.bind(parse_arguments(arguments), tools.convention)
+        if atomic and tool.mutates:
+            with view.transaction():
+                value = tool.fn(view, **kwargs)
+        else:
+            value = tool.fn(view, **kwargs)
+        return CallOutcome(render_result(value), False, tool)
+    except UnknownToolError as exc:
+        return CallOutcome(str(exc), True)
+    except (ToolError, ToolCallError) as exc:
+        return CallOutcome(f"Error: {exc}", True, tool)
+    except Exception as exc:
+        if tools.convention.python_errors:
+            return CallOutcome(f"Error: {exc}", True, tool)
+        return CallOutcome(
+            f"Error: internal error in tool {name!r}",
+            True,
+            tool,
+            bug=f"tool {name!r} raised {type(exc).__name__}: {exc}",
+        )
 
 
 class ToolSet:
@@ -233,9 +371,10 @@ class ToolSet:
 
     """
 
-    def __init__(self, tools: Sequence[Tool] = ()) -> None:
+    def __init__(self, tools: Sequence[Tool] = (), convention: CallConvention = STRICT) -> None:
         self._tools: dict[str, Tool] = {}
         self._schemas: tuple[dict[str, Any], ...] | None = None
+        self.convention = convention
         for tool in tools:
             self.add(tool)
 
@@ -282,8 +421,10 @@ class ToolSet:
     def __getitem__(self, name: str) -> Tool:
         try:
             return self._tools[name]
-        except KeyError:
-            raise ToolCallError(f"unknown tool {name!r}.{did_you_mean(name, self._tools)}") from None
+        except (KeyError, TypeError):
+            if self.convention.unknown_tool is not None:
+                raise UnknownToolError(self.convention.unknown_tool(str(name))) from None
+            raise ToolCallError(f"unknown tool {name!r}.{did_you_mean(str(name), self._tools)}") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools
@@ -306,8 +447,8 @@ class ToolSet:
         return self._schemas
 
     def subset(self, names: Sequence[str]) -> ToolSet:
-        """A new ToolSet holding only the named tools."""
-        return ToolSet([self[n] for n in names])
+        """A new ToolSet holding only the named tools (same calling convention)."""
+        return ToolSet([self[n] for n in names], self.convention)
 
     def call(self, view: Any, name: str, arguments: Mapping[str, Any] | str | None = None) -> Any:
         """Validate and run one tool call.
@@ -326,4 +467,4 @@ class ToolSet:
 
         """
         tool = self[name]
-        return tool.fn(view, **tool.validate(parse_arguments(arguments)))
+        return tool.fn(view, **tool.bind(parse_arguments(arguments), self.convention))

@@ -1,7 +1,10 @@
 """Episode scoring: final DB changes against the gold changes, and required outputs.
 
-Gold changes are computed once per task by replaying the task's gold actions on a fresh view, then
-cached. Scoring reads the episode's view and messages and never writes anything.
+Gold changes are computed once per task by replaying the task's gold actions on a fresh view, the way
+the profile runs calls (see :mod:`apigen_envs.semantics`), then cached. Scoring reads the episode's view
+and messages and never writes anything. Rows compare by canonical JSON, so ``50`` and ``50.0`` differ as
+they do in both peers' state hashes; an episode neither side ended (``max_turns``) scores 0, as in both
+peers; required outputs are matched where the profile's peer matches them.
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from apigen_envs.db import DBView, Snapshot, diff_rows, fingerprint_changes
-from apigen_envs.errors import ToolCallError, ToolError
+from apigen_envs.db import DBView, Snapshot, canonical, diff_rows, fingerprint_changes, same_changes
 from apigen_envs.messages import AssistantMessage
+from apigen_envs.semantics import OutputMatching, Semantics
 from apigen_envs.task import Task
-from apigen_envs.tools import ToolSet
+from apigen_envs.tools import ToolSet, execute
+
+SCORED_TERMINATIONS: frozenset[str] = frozenset({"user_stop", "transfer", "out_of_scope", "terminal_tool"})
+"""Endings that are scored on the final state. ``max_turns`` and ``invalid_action`` score 0 (the episode
+counts, as a failure); infrastructure endings are not scored at all."""
 
 
 class RewardInfo(BaseModel):
@@ -32,6 +39,7 @@ class RewardInfo(BaseModel):
         matched_rows: Rows whose final value equals the gold value (for shaped rewards).
         fingerprint: Hash of the episode's final changes.
         gold_fingerprint: Hash of the gold changes.
+        note: Why the reward is 0 regardless of the state (e.g. the episode hit ``max_turns``).
 
     """
 
@@ -45,6 +53,7 @@ class RewardInfo(BaseModel):
     matched_rows: int = 0
     fingerprint: str = ""
     gold_fingerprint: str = ""
+    note: str | None = None
 
     @property
     def shaped(self) -> float:
@@ -83,58 +92,69 @@ class GoldOutcome:
         return [(i, text) for i, (ok, text) in enumerate(self.results) if not ok]
 
 
-def replay(tools: ToolSet, view: DBView, actions: Iterable[Any]) -> list[tuple[bool, str]]:
+def replay(tools: ToolSet, view: DBView, actions: Iterable[Any], *, atomic: bool = True) -> list[tuple[bool, str]]:
     """Run actions (objects with ``name`` and ``arguments``) on a view, collecting each outcome.
 
     Args:
         tools: The domain's tools.
         view: The view to run on (it is written to).
         actions: The actions to run in order.
+        atomic: Undo the writes of a failing call (the profile's rule; peers keep partial writes).
 
     Returns:
-        Per action, (ok, output text or error message). Tool and call errors do not stop the replay.
+        Per action, (ok, output text or error message). Failing calls do not stop the replay.
 
     """
-    from apigen_envs.tools import render_result
-
     results: list[tuple[bool, str]] = []
     for action in actions:
-        try:
-            results.append((True, render_result(tools.call(view, action.name, action.arguments))))
-        except (ToolError, ToolCallError) as exc:
-            results.append((False, str(exc)))
+        outcome = execute(tools, view, action.name, action.arguments, atomic=atomic)
+        results.append((not outcome.error, outcome.content))
     return results
 
 
-def outputs_found(outputs: Iterable[str], messages: Iterable[Any]) -> dict[str, bool]:
-    """Check which required outputs appear in the agent's text, as tau-bench does.
+def outputs_found(
+    outputs: Iterable[str], messages: Iterable[Any], matching: OutputMatching = "any_text"
+) -> dict[str, bool]:
+    """Check which required outputs appear in the agent's text, with the peers' rule.
 
-    Matching is case-insensitive and ignores thousands separators (commas) in the agent's text.
+    Matching is case-insensitive and ignores commas in the agent's text (both peers). Under
+    ``"replies"`` (tau-bench) only the agent's plain replies count, turns without tool calls, since
+    tau-bench's agent turns text beside a tool call into the call alone; under ``"any_text"`` (tau2) any
+    assistant text counts, including text sent beside a tool call.
 
     Args:
         outputs: Required output strings.
         messages: The conversation; only assistant text is read.
+        matching: Which assistant turns count.
 
     Returns:
         Output -> found.
 
     """
-    texts = [m.content.lower().replace(",", "") for m in messages if isinstance(m, AssistantMessage) and m.content]
-    return {out: any(out.lower().replace(",", "") in t for t in texts) for out in outputs}
+    texts = [
+        m.content.lower().replace(",", "")
+        for m in messages
+        if isinstance(m, AssistantMessage)
+        and m.content is not None
+        and (m.content.strip() if matching == "any_text" else not m.tool_calls)
+    ]
+    return {out: any(out.lower() in t for t in texts) for out in outputs}
 
 
 class Verifier:
-    """Scores episodes of one domain; holds the per-task gold cache.
+    """Scores episodes of one domain under one semantics profile; holds the per-task gold cache.
 
     Args:
         snapshot: The domain's base DB.
         tools: The domain's tools.
+        semantics: The profile (atomic replay, output matching).
 
     """
 
-    def __init__(self, snapshot: Snapshot, tools: ToolSet) -> None:
+    def __init__(self, snapshot: Snapshot, tools: ToolSet, semantics: Semantics) -> None:
         self._snapshot = snapshot
         self._tools = tools
+        self._semantics = semantics
         self._gold: dict[str, GoldOutcome] = {}
         self._lock = Lock()
 
@@ -144,7 +164,7 @@ class Verifier:
         if cached is not None:
             return cached
         view = self._snapshot.view()
-        results = replay(self._tools, view, task.actions)
+        results = replay(self._tools, view, task.actions, atomic=self._semantics.atomic_calls)
         changes = view.changes()
         outcome = GoldOutcome(
             changes, fingerprint_changes(changes), tuple(results), tuple(diff_rows(self._snapshot, changes))
@@ -153,13 +173,15 @@ class Verifier:
             self._gold.setdefault(task.id, outcome)
         return self._gold[task.id]
 
-    def score(self, task: Task, view: DBView, messages: Iterable[Any]) -> RewardInfo:
-        """Score a finished (or truncated) episode. Reads only; never writes.
+    def score(self, task: Task, view: DBView, messages: Iterable[Any], termination: str | None = None) -> RewardInfo:
+        """Score an episode. Reads only; never writes.
 
         Args:
             task: The task.
             view: The episode's DB view.
             messages: The episode's conversation.
+            termination: How the episode ended; endings outside :data:`SCORED_TERMINATIONS` get reward 0
+                with the breakdown still filled in (None scores the state as if the episode ended now).
 
         Returns:
             The reward with its breakdown.
@@ -175,15 +197,18 @@ class Verifier:
             1
             for name, rows in changes.items()
             for key, value in rows.items()
-            if key in gold.changes.get(name, {}) and gold.changes[name][key] == value
+            if key in gold.changes.get(name, {}) and _same_row(gold.changes[name][key], value)
         )
         if "db" in task.reward_basis:
-            db_match = changes == gold.changes
+            db_match = same_changes(changes, gold.changes)
             passed = db_match
         found: dict[str, bool] = {}
         if "outputs" in task.reward_basis and task.outputs:
-            found = outputs_found(task.outputs, messages)
+            found = outputs_found(task.outputs, messages, self._semantics.output_matching)
             passed = passed and all(found.values())
+        note = None
+        if termination is not None and termination not in SCORED_TERMINATIONS:
+            passed, note = False, f"not scored: the episode ended by {termination}"
         return RewardInfo(
             reward=1.0 if passed else 0.0,
             db_match=db_match,
@@ -193,4 +218,9 @@ class Verifier:
             matched_rows=matched,
             fingerprint=fingerprint_changes(changes),
             gold_fingerprint=gold.fingerprint,
+            note=note,
         )
+
+
+def _same_row(a: Any, b: Any) -> bool:
+    return a is b or (a is not None and b is not None and canonical(a) == canonical(b))

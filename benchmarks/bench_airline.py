@@ -14,7 +14,7 @@ import tracemalloc
 import pytest
 
 from apigen_envs.domain import Domain
-from apigen_envs.domains.airline import load
+from apigen_envs.domains.airline import POLICY, load
 from apigen_envs.domains.airline.generate import generate_db, write_db
 from apigen_envs.domains.airline.templates import generate_tasks
 from apigen_envs.env import ToolUseEnv
@@ -28,7 +28,9 @@ def big_domain(tmp_path_factory) -> Domain:
     root = tmp_path_factory.mktemp("airline_big")
     write_db(generate_db(seed=0, scale=SCALE), root / "db.json")
     (root / "tasks.json").write_text("[]")
-    loaded = load(root)
+    (root / "policy.md").write_bytes(POLICY.read_bytes())
+    # The default profile, as the embedded data runs (a directory alone would follow tau2).
+    loaded = load(root, semantics="apigen")
     tasks = generate_tasks(loaded.snapshot, seed=0, n_train=9, n_test=0)
     return Domain(
         name="airline",
@@ -37,6 +39,7 @@ def big_domain(tmp_path_factory) -> Domain:
         policy=loaded.policy,
         tasks={t.id: t for t in tasks},
         source=str(root),
+        semantics=loaded.semantics,
     )
 
 
@@ -87,21 +90,21 @@ def test_reward(benchmark, domain):
     view = domain.snapshot.view()
     rid = _reservation_id(domain)
     res = view.reservations[rid]
-    user = view.users[res.user_id]
-    card = next(m.id for m in user.payment_methods.values() if m.source == "credit_card")
-    domain.tools.call(view, "send_certificate", {"user_id": res.user_id, "amount": 100})
+    user = view.users[res["user_id"]]
+    card = next(key for key, m in user["payment_methods"].items() if m["source"] == "credit_card")
+    domain.tools.call(view, "send_certificate", {"user_id": res["user_id"], "amount": 100})
     domain.tools.call(
         view,
         "update_reservation_passengers",
-        {"reservation_id": rid, "passengers": [p.model_dump() for p in reversed(res.passengers)]},
+        {"reservation_id": rid, "passengers": [dict(p) for p in reversed(res["passengers"])]},
     )
     domain.tools.call(
         view,
         "update_reservation_baggages",
         {
             "reservation_id": rid,
-            "total_baggages": res.total_baggages + 1,
-            "nonfree_baggages": res.nonfree_baggages,
+            "total_baggages": res["total_baggages"] + 1,
+            "nonfree_baggages": res["nonfree_baggages"],
             "payment_id": card,
         },
     )

@@ -15,7 +15,7 @@ import itertools
 import pytest
 
 from apigen_envs.domain import Domain
-from apigen_envs.domains.retail import load
+from apigen_envs.domains.retail import POLICY, load
 from apigen_envs.domains.retail.generate import generate_db, write_db
 from apigen_envs.domains.retail.templates import build_task_set, write_tasks
 from apigen_envs.env import ToolUseEnv
@@ -37,10 +37,20 @@ NEW_ADDRESS = {
 def retail_100x(tmp_path_factory) -> Domain:
     root = tmp_path_factory.mktemp("retail_100x")
     write_db(generate_db(seed=0, scale=100), root / "db.json")
-    loaded = load(root)  # no tasks.json yet: DB only
+    (root / "policy.md").write_bytes(POLICY.read_bytes())
+    # No tasks.json yet: DB only. The default profile, as the embedded data runs (a directory alone follows tau2).
+    loaded = load(root, semantics="apigen")
     tasks = build_task_set(loaded.snapshot, seed=0, n_train=24, n_test=0)
     write_tasks(tasks, root / "tasks.json")
-    return Domain("retail", loaded.snapshot, loaded.tools, loaded.policy, {t.id: t for t in tasks}, source=str(root))
+    return Domain(
+        "retail",
+        loaded.snapshot,
+        loaded.tools,
+        loaded.policy,
+        {t.id: t for t in tasks},
+        source=str(root),
+        semantics=loaded.semantics,
+    )
 
 
 @pytest.fixture(scope="module", params=["default", "100x"])
@@ -79,7 +89,7 @@ def test_find_user_id_by_email(benchmark, domain):
     """An indexed lookup: its cost must not grow with the number of users."""
     _tag(benchmark, domain)
     view = domain.snapshot.view()
-    email = domain.snapshot.tables["users"][domain.task_list()[0].user_id].email
+    email = domain.snapshot.tables["users"][domain.task_list()[0].user_id]["email"]
     assert benchmark(domain.tools.call, view, "find_user_id_by_email", {"email": email})
 
 

@@ -81,6 +81,18 @@ def test_committed_db_matches_generator(embedded):
     assert dumped == raw
 
 
+def test_committed_tasks_are_reproducible(tmp_path):
+    # the embedded tasks are the phase-1 pipeline's output (template proposer, offline), byte for byte
+    from apigen_envs.cli import main as cli_main
+
+    out = tmp_path / "tasks.json"
+    argv = ["blueprints", "--domain", "airline", "--n", "200", "--seed", "0", "--recombine", "20", "--quiet"]
+    assert cli_main([*argv, "--out", str(out)]) == 0
+    data = Path(__file__).resolve().parents[1] / "domains/airline/data"
+    assert out.read_text() == (data / "tasks.json").read_text()
+    assert (tmp_path / "tasks.stats.json").read_text() == (data / "tasks.stats.json").read_text()
+
+
 @pytest.mark.parametrize("intent", INTENTS)
 def test_propose_each_intent(embedded, intent):
     rng = random.Random(7)
@@ -107,8 +119,8 @@ def test_generator_is_deterministic_and_scales():
     assert (len(big["users"]), len(big["reservations"]), len(big["flights"])) == (150, 600, 90)
     snapshot = build_snapshot(big, Path("generated"))
     for res in snapshot.tables["reservations"].values():
-        assert res.reservation_id in snapshot.tables["users"][res.user_id].reservations
-        assert all(f.flight_number in snapshot.tables["flights"] for f in res.flights)
+        assert res["reservation_id"] in snapshot.tables["users"][res["user_id"]]["reservations"]
+        assert all(f["flight_number"] in snapshot.tables["flights"] for f in res["flights"])
 
 
 def test_generator_rejects_bad_arguments():
@@ -123,8 +135,10 @@ def test_generator_cli_round_trips(tmp_path):
     assert generate_main(["--seed", "1", "--scale", "0.05", "--out", str(out)]) == 0
     assert json.loads(out.read_text()) == generate_db(seed=1, scale=0.05)
     (tmp_path / "tasks.json").write_text("[]")
+    (tmp_path / "policy.md").write_text("# Policy\n\nBe helpful.\n")
     domain = load(tmp_path)
     assert domain.snapshot.size()["users"] == 25
+    assert domain.semantics.name == "tau2"  # a tau2-layout directory follows tau2
 
 
 # ---------------------------------------------------------------- tau2 peer data
@@ -173,15 +187,18 @@ def test_peer_gold_outcomes_match_tau2(peer):
     assert booked["created_at"] == "2024-05-15T15:00:00"
     assert booked["payment_history"] == [{"payment_id": "certificate_8045380", "amount": 348}]
     user = outcome["8"].changes["users"]["sophia_silva_7557"]
-    assert "certificate_8045380" not in user.payment_methods
+    assert "certificate_8045380" not in user["payment_methods"]
     # task 12: calculate formats like tau2 (a float rounded to two decimals, as text)
     calc = [r for a, r in zip(peer.task("12").actions, outcome["12"].results, strict=True) if a.name == "calculate"]
     assert calc == [(True, "1200.0")]
     # task 7: cancelling appends a negated copy of every payment and marks the reservation cancelled
     cancelled = outcome["7"].changes["reservations"]["59XX6W"]
-    assert cancelled.status == "cancelled"
-    half = len(cancelled.payment_history) // 2
-    assert [p.amount for p in cancelled.payment_history[half:]] == [-p.amount for p in cancelled.payment_history[:half]]
+    assert cancelled["status"] == "cancelled"
+    history = cancelled["payment_history"]
+    half = len(history) // 2
+    assert [p["amount"] for p in history[half:]] == [-p["amount"] for p in history[:half]]
+    # tau2 gives no seats back on a cancellation (no flight row changes)
+    assert "flights" not in outcome["7"].changes
     # task 13: the transfer tool answers as tau2's does
     assert outcome["13"].results == ((True, "Transfer successful"),)
     # every gold call succeeds in tau2, and so here
@@ -195,7 +212,8 @@ def test_v1_layout_loads_and_replays(tmp_path, peer):
     raw = json.loads((PEER_AIRLINE / "db.json").read_text())
     user_id = "sophia_silva_7557"
     reservations = {k: v for k, v in raw["reservations"].items() if v["user_id"] == user_id}
-    (tmp_path / "users.json").write_text(json.dumps({user_id: raw["users"][user_id]}))
+    v1_user = {k: v for k, v in raw["users"][user_id].items() if k != "user_id"}  # as v1 publishes users
+    (tmp_path / "users.json").write_text(json.dumps({user_id: v1_user}))
     (tmp_path / "reservations.json").write_text(json.dumps(reservations))
     (tmp_path / "flights.json").write_text(json.dumps({k: raw["flights"][k] for k in ("HAT271",)}))
     task8 = peer.task("8")
@@ -208,7 +226,11 @@ def test_v1_layout_loads_and_replays(tmp_path, peer):
         }
     ]
     (tmp_path / "tasks.json").write_text(json.dumps(v1_tasks))
+    (tmp_path / "wiki.md").write_text("# Airline policy\n")
     domain = load(tmp_path)
+    assert domain.semantics.name == "tau-bench"
+    # v1 keeps rows exactly as read: its users.json rows have no user_id, and none is added
+    assert domain.snapshot.tables["users"][user_id] == v1_user
     assert domain.snapshot.size() == {"flights": 1, "users": 1, "reservations": len(reservations)}
     task = domain.task_list()[0]
     assert task.id == "test_0" and task.actions[0].arguments["flights"] == [
@@ -229,11 +251,16 @@ def test_missing_and_corrupt_files_name_the_file(tmp_path):
     with pytest.raises(DataFileError, match=r"db\.json:1"):
         load(tmp_path)
     (tmp_path / "db.json").write_text(json.dumps({"flights": {}, "users": {"u": {"user_id": "u"}}, "reservations": {}}))
-    with pytest.raises(DataFileError, match=r"db\.json: row 'u'"):
+    with pytest.raises(DataFileError, match=r"db\.json: users row 'u': name: Field required"):
         load(tmp_path)
     (tmp_path / "db.json").write_text(json.dumps({"flights": {}, "users": {}, "reservations": {}}))
-    with pytest.raises(DataFileError, match=r"tasks\.json: file not found"):
+    with pytest.raises(DataFileError, match=r"policy\.md: policy file not found"):
         load(tmp_path)
+    (tmp_path / "policy.md").write_text("")
+    with pytest.raises(DataFileError, match=r"policy\.md: the policy is empty"):
+        load(tmp_path)
+    (tmp_path / "policy.md").write_text("# Policy\n")
+    assert load(tmp_path).tasks == {}  # a tau2 directory may hold no tasks.json
     (tmp_path / "tasks.json").write_text('[{"nothing": 1}]')
     with pytest.raises(DataFileError, match=r"tasks\.json: task #0"):
         load(tmp_path)

@@ -1,4 +1,11 @@
-"""Table-driven success and error paths for every airline tool, on a small hand-built DB."""
+"""Table-driven success and error paths for every airline tool (``apigen`` profile), on a small hand-built DB.
+
+Tools refuse only what tau2's tools refuse. What the old tools refused for the policy's sake (basic economy
+flight changes, a trip that no longer starts at its origin, removing bags, six passengers, two credit
+cards, a certificate of 0 dollars, writes to a cancelled reservation) is now accepted by the tool and
+rejected by the datagen policy predicates: each such case is pinned below as "the tool accepts it, the
+named rule catches it".
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,13 @@ from typing import Any
 
 import pytest
 
+from apigen_envs.datagen.policy_checks import AIRLINE_RULES, check_policy
+from apigen_envs.datagen.trace import execute
 from apigen_envs.domains.airline import build_snapshot, served_airports
-from apigen_envs.domains.airline.tools import build_tools, evaluate, next_id
+from apigen_envs.domains.airline.tools import build_tools, next_id
 from apigen_envs.errors import ToolCallError, ToolError
+from apigen_envs.semantics import Semantics
+from apigen_envs.task import Action
 
 
 def _avail(be: int, ec: int, bu: int, prices: tuple[int, int, int] = (50, 100, 300)) -> dict[str, Any]:
@@ -68,6 +79,7 @@ def raw_db() -> dict[str, Any]:
                     "2024-05-10": landed,
                     "2024-05-20": _avail(5, 5, 5),
                     "2024-05-21": _avail(0, 1, 5, (60, 120, 400)),
+                    "2024-05-23": _avail(5, 5, 5, (55, 110, 330)),
                 },
             ),
             "HAT002": _flight("HAT002", "LAX", "JFK", "12:00:00", "20:00:00", {"2024-05-22": _avail(5, 5, 5)}),
@@ -75,6 +87,7 @@ def raw_db() -> dict[str, Any]:
             "HAT004": _flight("HAT004", "ORD", "LAX", "09:00:00", "11:00:00", {"2024-05-20": _avail(5, 5, 5)}),
             "HAT005": _flight("HAT005", "ORD", "LAX", "07:00:00", "09:00:00", {"2024-05-20": _avail(5, 5, 5)}),
             "HAT006": _flight("HAT006", "JFK", "LAX", "09:00:00", "12:00:00", {"2024-05-20": {"status": "cancelled"}}),
+            "HAT007": _flight("HAT007", "LAX", "ORD", "10:00:00", "16:00:00", {"2024-05-25": _avail(9, 9, 9)}),
         },
         "users": {
             "ana_silva_1": {
@@ -126,7 +139,16 @@ def snapshot():
 
 @pytest.fixture(scope="module")
 def tools(snapshot):
-    return build_tools(served_airports(snapshot))
+    return build_tools(None, served_airports(snapshot))
+
+
+@pytest.fixture(scope="module")
+def seat_tools(snapshot):
+    return build_tools(Semantics.named("apigen").with_options(seat_accounting=True), served_airports(snapshot))
+
+
+def seats(view, number: str, day: str, cabin: str) -> int:
+    return view.flights[number]["dates"][day]["available_seats"][cabin]
 
 
 def call(tools, view, name: str, **args: Any) -> Any:
@@ -181,10 +203,11 @@ def test_book_reservation_state_changes(snapshot, tools):
     ]
     assert out["status"] is None
     user = view.users["ana_silva_1"]
-    assert "certificate_1" not in user.payment_methods  # a certificate is used up
-    assert user.payment_methods["gift_card_1"].amount == 50.0
-    assert user.reservations[-1] == "HATHAT"
-    assert view.flights["HAT001"].dates["2024-05-20"].available_seats.economy == 4
+    assert "certificate_1" not in user["payment_methods"]  # a certificate is used up
+    assert user["payment_methods"]["gift_card_1"]["amount"] == 50.0
+    assert user["reservations"][-1] == "HATHAT"
+    assert seats(view, "HAT001", "2024-05-20", "economy") == 4  # tau2 takes the seats at booking
+    assert snapshot.tables["users"]["ana_silva_1"]["reservations"] == ["RES001", "RES002", "RES003"]
     # ids are a function of the state: a second booking gets the next id
     assert (
         call(tools, view, "book_reservation", **book(payment_methods=[{"payment_id": "credit_card_2", "amount": 100}]))[
@@ -201,6 +224,8 @@ def test_book_reservation_state_changes(snapshot, tools):
         ("calculate", {"expression": "-(1 + 2) / 4"}, lambda o, v: o == "-0.75"),
         ("get_user_details", {"user_id": "ana_silva_1"}, lambda o, v: o["membership"] == "gold"),
         ("get_reservation_details", {"reservation_id": "RES001"}, lambda o, v: o["cabin"] == "economy"),
+        ("calculate", {"expression": "2 ** 10"}, lambda o, v: o == "1024.0"),  # eval's arithmetic, as the peers
+        ("calculate", {"expression": "7 // 2"}, lambda o, v: o == "3.0"),
         ("list_all_airports", {}, lambda o, v: [a["iata"] for a in o] == ["JFK", "LAX", "ORD"]),
         (
             "search_direct_flight",
@@ -208,6 +233,9 @@ def test_book_reservation_state_changes(snapshot, tools):
             lambda o, v: [f["flight_number"] for f in o] == ["HAT001"] and o[0]["date"] is None,
         ),
         ("search_direct_flight", {"origin": "JFK", "destination": "LAX", "date": "2024-05-10"}, lambda o, v: o == []),
+        # The peers do not validate dates: a date no flight operates on finds nothing.
+        ("search_direct_flight", {"origin": "JFK", "destination": "LAX", "date": "May 20"}, lambda o, v: o == []),
+        ("search_onestop_flight", {"origin": "JFK", "destination": "LAX", "date": "2024-13-01"}, lambda o, v: o == []),
         (
             "search_onestop_flight",
             {"origin": "JFK", "destination": "LAX", "date": "2024-05-20"},
@@ -225,7 +253,7 @@ def test_book_reservation_state_changes(snapshot, tools):
             {"user_id": "ana_silva_1", "amount": 150},
             lambda o, v: (
                 o == "Certificate certificate_3221322 added to user ana_silva_1 with amount 150."
-                and v.users["ana_silva_1"].payment_methods["certificate_3221322"].amount == 150.0
+                and v.users["ana_silva_1"]["payment_methods"]["certificate_3221322"]["amount"] == 150.0
             ),
         ),
         (
@@ -234,7 +262,8 @@ def test_book_reservation_state_changes(snapshot, tools):
             lambda o, v: (
                 o["status"] == "cancelled"
                 and o["payment_history"][-1] == {"payment_id": "credit_card_1", "amount": -100}
-                and v.flights["HAT001"].dates["2024-05-20"].available_seats.economy == 6
+                and seats(v, "HAT001", "2024-05-20", "economy") == 5  # no seat accounting by default
+                and "flights" not in v.changes()
             ),
         ),
         (
@@ -242,7 +271,7 @@ def test_book_reservation_state_changes(snapshot, tools):
             {"reservation_id": "RES001", "total_baggages": 5, "nonfree_baggages": 1, "payment_id": "gift_card_1"},
             lambda o, v: (
                 o["payment_history"][-1] == {"payment_id": "gift_card_1", "amount": 50}
-                and v.users["ana_silva_1"].payment_methods["gift_card_1"].amount == 30.0
+                and v.users["ana_silva_1"]["payment_methods"]["gift_card_1"]["amount"] == 30.0
             ),
         ),
         (
@@ -261,8 +290,8 @@ def test_book_reservation_state_changes(snapshot, tools):
             lambda o, v: (
                 o["cabin"] == "business"
                 and o["payment_history"][-1] == {"payment_id": "credit_card_1", "amount": 200}
-                and v.flights["HAT001"].dates["2024-05-20"].available_seats.business == 4
-                and v.flights["HAT001"].dates["2024-05-20"].available_seats.economy == 6
+                and seats(v, "HAT001", "2024-05-20", "business") == 5  # no seat accounting by default
+                and seats(v, "HAT001", "2024-05-20", "economy") == 5
             ),
         ),
         (
@@ -299,46 +328,46 @@ def test_tool_success(snapshot, tools, name, args, check):
 
 # ---------------------------------------------------------------- error paths
 
+# Each case: tool, arguments, the error text (tau2's wording, matched as a regular expression).
 ERRORS = [
-    ("get_user_details", {"user_id": "nobody"}, "not found"),
-    ("get_reservation_details", {"reservation_id": "NOPE00"}, "not found"),
-    ("get_flight_status", {"flight_number": "HAT999", "date": "2024-05-20"}, "not found"),
-    ("get_flight_status", {"flight_number": "HAT001", "date": "2024-06-20"}, "does not operate"),
-    ("search_direct_flight", {"origin": "JFK", "destination": "LAX", "date": "May 20"}, "invalid date"),
-    ("search_onestop_flight", {"origin": "JFK", "destination": "LAX", "date": "2024-13-01"}, "invalid date"),
-    ("calculate", {"expression": "__import__('os').system('echo hi')"}, "only numbers"),
-    ("calculate", {"expression": "1 / 0"}, "division by zero"),
-    ("calculate", {"expression": "2 ** 10"}, "only numbers"),
-    ("calculate", {"expression": "(1"}, "invalid expression"),
-    ("send_certificate", {"user_id": "ana_silva_1", "amount": 0}, "positive"),
-    ("send_certificate", {"user_id": "ghost", "amount": 10}, "not found"),
+    ("get_user_details", {"user_id": "nobody"}, "^User nobody not found$"),
+    ("get_reservation_details", {"reservation_id": "NOPE00"}, "^Reservation NOPE00 not found$"),
+    ("get_flight_status", {"flight_number": "HAT999", "date": "2024-05-20"}, "^Flight HAT999 not found$"),
+    ("get_flight_status", {"flight_number": "HAT001", "date": "2024-06-20"}, "not found on date 2024-06-20"),
+    ("calculate", {"expression": "__import__('os').system('echo hi')"}, "^Invalid characters in expression$"),
+    ("calculate", {"expression": "2 % 3"}, "^Invalid characters in expression$"),
+    ("send_certificate", {"user_id": "ghost", "amount": 10}, "^User ghost not found$"),
     ("book_reservation", book(user_id="ghost"), "not found"),
-    ("book_reservation", book(payment_methods=[{"payment_id": "credit_card_9", "amount": 100}]), "payment method"),
-    ("book_reservation", book(payment_methods=[{"payment_id": "credit_card_1", "amount": 99}]), "do not add up"),
-    ("book_reservation", book(payment_methods=[{"payment_id": "gift_card_1", "amount": 100}]), "not enough balance"),
     (
         "book_reservation",
-        book(
-            payment_methods=[
-                {"payment_id": "credit_card_1", "amount": 50},
-                {"payment_id": "credit_card_2", "amount": 50},
-            ]
-        ),
-        "at most one certificate, one credit card",
+        book(payment_methods=[{"payment_id": "credit_card_9", "amount": 100}]),
+        "^Payment method credit_card_9 not found$",
+    ),
+    (
+        "book_reservation",
+        book(payment_methods=[{"payment_id": "credit_card_1", "amount": 99}]),
+        "^Payment amount does not add up, total price is 100, but paid 99$",
+    ),
+    (
+        "book_reservation",
+        book(payment_methods=[{"payment_id": "gift_card_1", "amount": 100}]),
+        "^Not enough balance in payment method gift_card_1$",
     ),
     ("book_reservation", book(flights=[{"flight_number": "HAT001", "date": "2024-05-10"}]), "not available"),
     ("book_reservation", book(flights=[{"flight_number": "HAT006", "date": "2024-05-20"}]), "not available"),
-    ("book_reservation", book(flights=[{"flight_number": "HAT001", "date": "2024-06-01"}]), "does not operate"),
+    (
+        "book_reservation",
+        book(flights=[{"flight_number": "HAT001", "date": "2024-06-01"}]),
+        "^Flight HAT001 not found on date 2024-06-01$",
+    ),
     ("book_reservation", book(flights=[{"flight_number": "HAT999", "date": "2024-05-20"}]), "not found"),
     (
         "book_reservation",
         book(cabin="basic_economy", flights=[{"flight_number": "HAT001", "date": "2024-05-21"}]),
-        "not enough",
+        "^Not enough seats on flight HAT001$",
     ),
-    ("book_reservation", book(passengers=[BOOK["passengers"][0]] * 6), "at most 5"),
-    ("book_reservation", book(origin="ORD"), "origin"),
-    ("book_reservation", book(nonfree_baggages=2, total_baggages=1), "baggage"),
-    ("cancel_reservation", {"reservation_id": "NOPE00"}, "not found"),
+    ("book_reservation", book(passengers=[BOOK["passengers"][0]] * 6), "^Not enough seats on flight HAT001$"),
+    ("cancel_reservation", {"reservation_id": "NOPE00"}, "^Reservation NOPE00 not found$"),
     (
         "update_reservation_flights",
         {
@@ -347,7 +376,7 @@ ERRORS = [
             "flights": [{"flight_number": "HAT001", "date": "2024-05-21"}],
             "payment_id": "credit_card_1",
         },
-        "basic economy",
+        "^Not enough seats on flight HAT001$",
     ),
     (
         "update_reservation_flights",
@@ -357,7 +386,7 @@ ERRORS = [
             "flights": [{"flight_number": "HAT001", "date": "2024-05-20"}],
             "payment_id": "certificate_1",
         },
-        "certificate cannot",
+        "^Certificate cannot be used to update reservation$",
     ),
     (
         "update_reservation_flights",
@@ -367,17 +396,7 @@ ERRORS = [
             "flights": [{"flight_number": "HAT001", "date": "2024-05-20"}],
             "payment_id": "gift_card_1",
         },
-        "balance is not enough",
-    ),
-    (
-        "update_reservation_flights",
-        {
-            "reservation_id": "RES001",
-            "cabin": "economy",
-            "flights": [{"flight_number": "HAT002", "date": "2024-05-22"}],
-            "payment_id": "credit_card_1",
-        },
-        "must still start",
+        "^Gift card balance is not enough$",
     ),
     (
         "update_reservation_flights",
@@ -387,22 +406,17 @@ ERRORS = [
             "flights": [{"flight_number": "HAT001", "date": "2024-05-10"}],
             "payment_id": "credit_card_1",
         },
-        "not available",
-    ),
-    (
-        "update_reservation_baggages",
-        {"reservation_id": "RES001", "total_baggages": 0, "nonfree_baggages": 0, "payment_id": "credit_card_1"},
-        "not removed",
+        "^Flight HAT001 not available on date 2024-05-10$",
     ),
     (
         "update_reservation_baggages",
         {"reservation_id": "RES001", "total_baggages": 3, "nonfree_baggages": 2, "payment_id": "credit_card_9"},
-        "not found",
+        "^Payment method not found$",
     ),
     (
         "update_reservation_passengers",
         {"reservation_id": "RES001", "passengers": [BOOK["passengers"][0]] * 2},
-        "number of passengers",
+        "^Number of passengers does not match$",
     ),
 ]
 
@@ -415,15 +429,279 @@ def test_tool_errors_leave_no_writes(snapshot, tools, name, args, message):
     assert view.changes() == {}
 
 
-def test_cancelled_reservation_cannot_change(snapshot, tools):
+def test_seat_accounting_gives_seats_back_when_asked(snapshot, seat_tools):
     view = snapshot.view()
-    tools.call(view, "cancel_reservation", {"reservation_id": "RES001"})
-    for name, args in [
-        ("cancel_reservation", {"reservation_id": "RES001"}),
-        ("update_reservation_passengers", {"reservation_id": "RES001", "passengers": BOOK["passengers"]}),
-    ]:
-        with pytest.raises(ToolError, match="cancelled"):
-            tools.call(view, name, args)
+    seat_tools.call(view, "cancel_reservation", {"reservation_id": "RES001"})
+    assert seats(view, "HAT001", "2024-05-20", "economy") == 6
+    view = snapshot.view()
+    seat_tools.call(
+        view,
+        "update_reservation_flights",
+        {
+            "reservation_id": "RES001",
+            "cabin": "business",
+            "flights": [{"flight_number": "HAT001", "date": "2024-05-20"}],
+            "payment_id": "credit_card_1",
+        },
+    )
+    assert seats(view, "HAT001", "2024-05-20", "business") == 4
+    assert seats(view, "HAT001", "2024-05-20", "economy") == 6
+    # A landed date is not bookable: its seats are left alone.
+    view = snapshot.view()
+    seat_tools.call(view, "cancel_reservation", {"reservation_id": "RES003"})
+    assert "flights" not in view.changes()
+
+
+# ---------------------------------------------------------------- the policy, not the tools
+RES001_FLIGHTS = {"reservation_id": "RES001", "payment_id": "credit_card_1", "cabin": "economy"}
+# Each case: the actions (the tool accepts every one, as tau2's does), and the rule that rejects them.
+POLICY_CASES = [
+    (  # the old tool: "flights of a basic economy reservation cannot be changed"
+        [
+            (
+                "update_reservation_flights",
+                {
+                    "reservation_id": "RES002",
+                    "cabin": "basic_economy",
+                    "flights": [{"flight_number": "HAT001", "date": "2024-05-23"}],
+                    "payment_id": "credit_card_1",
+                },
+            )
+        ],
+        "airline.basic_economy_flights_fixed",
+    ),
+    (  # the old tool: "the trip must still start at JFK"
+        [
+            (
+                "update_reservation_flights",
+                {**RES001_FLIGHTS, "flights": [{"flight_number": "HAT002", "date": "2024-05-22"}]},
+            )
+        ],
+        "airline.trip_endpoints_kept",
+    ),
+    (  # and end at its destination
+        [
+            (
+                "update_reservation_flights",
+                {**RES001_FLIGHTS, "flights": [{"flight_number": "HAT003", "date": "2024-05-20"}]},
+            )
+        ],
+        "airline.trip_endpoints_kept",
+    ),
+    (  # the old tool: "at least one flight is required"
+        [("update_reservation_flights", {**RES001_FLIGHTS, "flights": []})],
+        "airline.trip_endpoints_kept",
+    ),
+    (  # the old tool: "a flight is listed twice"
+        [
+            (
+                "update_reservation_flights",
+                {**RES001_FLIGHTS, "flights": [{"flight_number": "HAT001", "date": "2024-05-20"}] * 2},
+            )
+        ],
+        "airline.flight_listed_once",
+    ),
+    (  # the old tool: "checked bags can be added but not removed"
+        [
+            (
+                "update_reservation_baggages",
+                {"reservation_id": "RES001", "total_baggages": 0, "nonfree_baggages": 0, "payment_id": "credit_card_1"},
+            )
+        ],
+        "airline.bags_only_added",
+    ),
+    (  # the old tool: "baggage counts must satisfy 0 <= nonfree_baggages <= total_baggages"
+        [
+            (
+                "update_reservation_baggages",
+                {"reservation_id": "RES001", "total_baggages": 2, "nonfree_baggages": 3, "payment_id": "credit_card_1"},
+            )
+        ],
+        "airline.baggage_counts",
+    ),
+    (  # the old tool: "reservation RES001 is cancelled" (insured business would pass cancel_rules; RES001 is not)
+        [
+            ("cancel_reservation", {"reservation_id": "RES001"}),
+            ("update_reservation_passengers", {"reservation_id": "RES001", "passengers": BOOK["passengers"]}),
+        ],
+        "airline.no_change_after_cancel",
+    ),
+    ([("cancel_reservation", {"reservation_id": "RES001"})] * 2, "airline.no_change_after_cancel"),
+    (  # the old tool: "the certificate amount must be positive"
+        [("send_certificate", {"user_id": "ana_silva_1", "amount": 0})],
+        "airline.certificate_amount_positive",
+    ),
+    ([("send_certificate", {"user_id": "ana_silva_1", "amount": -5})], "airline.certificate_amount_positive"),
+    (  # the old tool: "a booking may use at most one certificate, one credit card and three gift cards"
+        [
+            (
+                "book_reservation",
+                book(
+                    payment_methods=[
+                        {"payment_id": "credit_card_1", "amount": 50},
+                        {"payment_id": "credit_card_2", "amount": 50},
+                    ]
+                ),
+            )
+        ],
+        "airline.payment_limits",
+    ),
+    (  # the old tool: "payment amounts cannot be negative"
+        [
+            (
+                "book_reservation",
+                book(
+                    payment_methods=[
+                        {"payment_id": "credit_card_1", "amount": 150},
+                        {"payment_id": "gift_card_1", "amount": -50},
+                    ]
+                ),
+            )
+        ],
+        "airline.payment_limits",
+    ),
+    (  # the old tool: "each payment method may appear only once"
+        [
+            (
+                "book_reservation",
+                book(
+                    payment_methods=[
+                        {"payment_id": "gift_card_1", "amount": 50},
+                        {"payment_id": "gift_card_1", "amount": 50},
+                    ]
+                ),
+            )
+        ],
+        "airline.payment_limits",
+    ),
+    (  # the old tool: "the first flight leaves from JFK, not from the origin ORD"
+        [("book_reservation", book(origin="ORD"))],
+        "airline.booking_rules",
+    ),
+    (  # the old tool: "no flight of this round trip arrives at the destination"
+        [("book_reservation", book(flight_type="round_trip", destination="ORD"))],
+        "airline.booking_rules",
+    ),
+    (  # the old tool: "a reservation can have at most 5 passengers" (HAT007 has the seats)
+        [
+            (
+                "book_reservation",
+                book(
+                    origin="LAX",
+                    destination="ORD",
+                    flights=[{"flight_number": "HAT007", "date": "2024-05-25"}],
+                    passengers=[BOOK["passengers"][0]] * 6,
+                    payment_methods=[{"payment_id": "credit_card_1", "amount": 600}],
+                ),
+            )
+        ],
+        "airline.booking_rules",
+    ),
+    (  # the old tool: "at least one passenger is required"
+        [("book_reservation", book(passengers=[], payment_methods=[]))],
+        "airline.booking_rules",
+    ),
+    (  # the old tool: "at least one flight is required"
+        [("book_reservation", book(flights=[], payment_methods=[]))],
+        "airline.booking_rules",
+    ),
+    (  # the old tool: "baggage counts must satisfy 0 <= nonfree_baggages <= total_baggages"
+        [
+            (
+                "book_reservation",
+                book(
+                    total_baggages=1,
+                    nonfree_baggages=2,
+                    payment_methods=[{"payment_id": "credit_card_1", "amount": 200}],
+                ),
+            )
+        ],
+        "airline.baggage_counts",
+    ),
+    (  # the old tool: "flight HAT001 on 2024-05-20 is listed twice"
+        [
+            (
+                "book_reservation",
+                book(
+                    flights=[{"flight_number": "HAT001", "date": "2024-05-20"}] * 2,
+                    payment_methods=[{"payment_id": "credit_card_1", "amount": 200}],
+                ),
+            )
+        ],
+        "airline.flight_listed_once",
+    ),
+]
+
+
+@pytest.mark.parametrize(("calls", "rule"), POLICY_CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(POLICY_CASES)])
+def test_policy_rules_the_tools_no_longer_enforce(snapshot, tools, calls, rule):
+    actions = [Action(name=name, arguments=args) for name, args in calls]
+    trace = execute(snapshot, tools, actions, "ana_silva_1")
+    assert not trace.errors, [s.output for s in trace.errors]  # tau2's tools accept every one of these
+    assert trace.final.changes()
+    violated = {v.rule for v in check_policy(trace, AIRLINE_RULES)}
+    assert rule in violated, violated
+
+
+COMPLIANT = [
+    [
+        (
+            "update_reservation_flights",
+            {**RES001_FLIGHTS, "flights": [{"flight_number": "HAT001", "date": "2024-05-23"}]},
+        )
+    ],
+    [
+        (
+            "update_reservation_flights",  # basic economy may change cabin on the same flights
+            {
+                "reservation_id": "RES002",
+                "cabin": "economy",
+                "flights": [{"flight_number": "HAT001", "date": "2024-05-20"}],
+                "payment_id": "credit_card_1",
+            },
+        )
+    ],
+    [
+        (
+            "update_reservation_baggages",
+            {"reservation_id": "RES001", "total_baggages": 3, "nonfree_baggages": 1, "payment_id": "credit_card_1"},
+        )
+    ],
+    [
+        (
+            "book_reservation",
+            book(
+                payment_methods=[
+                    {"payment_id": "certificate_1", "amount": 50},
+                    {"payment_id": "gift_card_1", "amount": 30},
+                    {"payment_id": "credit_card_1", "amount": 20},
+                ]
+            ),
+        )
+    ],
+    [
+        (
+            "book_reservation",
+            book(
+                flight_type="round_trip",
+                flights=[
+                    {"flight_number": "HAT001", "date": "2024-05-20"},
+                    {"flight_number": "HAT002", "date": "2024-05-22"},
+                ],
+                passengers=[BOOK["passengers"][0]] * 5,
+                payment_methods=[{"payment_id": "credit_card_1", "amount": 1000}],
+            ),
+        )
+    ],
+]
+
+
+@pytest.mark.parametrize("calls", COMPLIANT, ids=[c[0][0] for c in COMPLIANT])
+def test_compliant_calls_break_no_rule(snapshot, tools, calls):
+    actions = [Action(name=name, arguments=args) for name, args in calls]
+    trace = execute(snapshot, tools, actions, "ana_silva_1")
+    assert not trace.errors and trace.final.changes()
+    assert check_policy(trace, AIRLINE_RULES) == []
 
 
 def test_invalid_argument_types_are_call_errors(tools, snapshot):
@@ -435,25 +713,17 @@ def test_invalid_argument_types_are_call_errors(tools, snapshot):
 
 @pytest.mark.parametrize(
     "expression",
-    [
-        "__import__('os')",
-        "().__class__",
-        "open('x')",
-        "a + 1",
-        "1 if 1 else 2",
-        "[1, 2]",
-        "1; 2",
-        "lambda: 1",
-        "9 ** 9 ** 9",
-        "1 // 2",
-        "2 % 3",
-        "'a' * 3",
-        "True + 1",
-    ],
+    ["__import__('os')", "().__class__", "open('x')", "a + 1", "1 if 1 else 2", "[1, 2]", "1; 2", "lambda: 1"]
+    + ["2 % 3", "'a' * 3", "True + 1", "1e3"],
 )
-def test_calculate_rejects_injection(expression):
-    with pytest.raises(ToolError):
-        evaluate(expression)
+def test_calculate_rejects_injection(tools, snapshot, expression):
+    with pytest.raises(ToolError, match="^Invalid characters in expression$"):
+        tools.call(snapshot.view(), "calculate", {"expression": expression})
+
+
+def test_calculate_huge_power_is_refused(tools, snapshot):
+    with pytest.raises(ToolError, match="too large to compute"):
+        tools.call(snapshot.view(), "calculate", {"expression": "9 ** 9 ** 9"})
 
 
 def test_tool_names_and_schema_match_tau_bench(tools):
@@ -477,7 +747,7 @@ def test_tool_names_and_schema_match_tau_bench(tools):
     params = tools["book_reservation"].schema["function"]["parameters"]
     assert params["required"] == list(BOOK)
     assert params["properties"]["flights"]["items"]["required"] == ["flight_number", "date"]
-    assert params["properties"]["cabin"]["enum"] == ["basic_economy", "economy", "business"]
+    assert params["properties"]["cabin"]["enum"] == ["business", "economy", "basic_economy"]  # tau2 order
     assert tools["transfer_to_human_agents"].terminal
     assert {t.name for t in tools if t.mutates} == {
         "book_reservation",

@@ -33,7 +33,7 @@ def test_truncated_files_name_the_file_and_line(name, victim, tmp_path):
     assert victim in str(exc.value) and ":" in str(exc.value).split(victim, 1)[1][:3]
 
 
-@pytest.mark.parametrize("name", sorted(DOMAINS))
+@pytest.mark.parametrize("name", ["airline", "mock", "retail"])
 def test_missing_db_file(name, tmp_path):
     root = copy_data(name, tmp_path)
     (root / "db.json").unlink()

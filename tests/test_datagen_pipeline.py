@@ -74,7 +74,7 @@ def test_llm_good_proposal_is_accepted_with_provenance(mock) -> None:
     request = llm.requests[0]
     assert "## Focus tools" in request.messages[1]["content"] and request.seed is not None
     # Gold-replayable and failed by the do-nothing agent.
-    gold = Verifier(mock.snapshot, mock.tools).gold(task)
+    gold = Verifier(mock.snapshot, mock.tools, mock.semantics).gold(task)
     assert not gold.errors and gold.changes
 
 
@@ -276,7 +276,7 @@ def test_template_pipeline_on_mock_stats_add_up_and_blueprints_verify(mock) -> N
     assert stats.accepted == len([t for t in result.tasks if "recombined_from" not in t.provenance])
     assert stats.recombined_tried >= 1
     assert len({t.id for t in result.tasks}) == len(result.tasks)
-    verifier = Verifier(mock.snapshot, mock.tools)
+    verifier = Verifier(mock.snapshot, mock.tools, mock.semantics)
     from apigen_envs.datagen.validate import check_triviality
 
     for task in result.tasks:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from apigen_envs.datagen.context import ContextSampler, ToolGraph, policy_clauses
+from apigen_envs.datagen.context import DOMAIN_HINTS, ContextSampler, GraphHints, ToolGraph, policy_clauses
 from apigen_envs.datagen.policy_checks import AIRLINE_RULES, MOCK_RULES, RETAIL_RULES, check_policy, rules_for
 from apigen_envs.datagen.proposers import Proposal, ProposalError, parse_payload
 from apigen_envs.datagen.trace import execute
@@ -162,15 +162,15 @@ def _airline():
 
 def test_retail_policy_authentication_and_ownership() -> None:
     retail = _retail()
-    order = next(o for o in retail.snapshot.tables["orders"].values() if o.status == "pending")
-    cancel = act("cancel_pending_order", order_id=order.order_id, reason="no longer needed")
-    trace = execute(retail.snapshot, retail.tools, (cancel,), order.user_id)
+    order = next(o for o in retail.snapshot.tables["orders"].values() if o["status"] == "pending")
+    cancel = act("cancel_pending_order", order_id=order["order_id"], reason="no longer needed")
+    trace = execute(retail.snapshot, retail.tools, (cancel,), order["user_id"])
     assert not trace.errors
     rules = [v.rule for v in check_policy(trace, RETAIL_RULES)]
     assert rules == ["retail.authenticate_first"]
-    user = retail.snapshot.tables["users"][order.user_id]
-    identified = (act("find_user_id_by_email", email=user.email), cancel)
-    trace = execute(retail.snapshot, retail.tools, identified, order.user_id)
+    user = retail.snapshot.tables["users"][order["user_id"]]
+    identified = (act("find_user_id_by_email", email=user["email"]), cancel)
+    trace = execute(retail.snapshot, retail.tools, identified, order["user_id"])
     assert check_policy(trace, RETAIL_RULES) == []
     trace = execute(retail.snapshot, retail.tools, identified, "someone_else_1")
     assert [v.rule for v in check_policy(trace, RETAIL_RULES)] == ["retail.own_data_only"]
@@ -185,43 +185,47 @@ def test_airline_policy_cancellation_rules() -> None:
     flights = snapshot.tables["flights"]
 
     def statuses(res):
-        return [getattr(flights[s.flight_number].dates.get(s.date), "status", None) for s in res.flights]
+        return [flights[s["flight_number"]]["dates"].get(s["date"], {}).get("status") for s in res["flights"]]
 
     def pick(predicate):
         for res in snapshot.tables["reservations"].values():
-            if res.status is None and predicate(res):
+            if res.get("status") is None and predicate(res):
                 return res
         pytest.skip("no matching reservation")
 
     def old(res):
-        return now - datetime.fromisoformat(res.created_at) > timedelta(hours=24)
+        return now - datetime.fromisoformat(res["created_at"]) > timedelta(hours=24)
 
     forbidden = pick(
         lambda r: (
-            r.cabin != "business" and r.insurance == "no" and old(r) and all(s == "available" for s in statuses(r))
+            r["cabin"] != "business"
+            and r["insurance"] == "no"
+            and old(r)
+            and all(s == "available" for s in statuses(r))
         )
     )
     trace = execute(
         snapshot,
         airline.tools,
-        (act("cancel_reservation", reservation_id=forbidden.reservation_id),),
-        forbidden.user_id,
+        (act("cancel_reservation", reservation_id=forbidden["reservation_id"]),),
+        forbidden["user_id"],
     )
     assert not trace.errors
     assert [v.rule for v in check_policy(trace, AIRLINE_RULES)] == ["airline.cancel_rules"]
-    allowed = pick(lambda r: r.insurance == "yes" and all(s == "available" for s in statuses(r)))
+    allowed = pick(lambda r: r["insurance"] == "yes" and all(s == "available" for s in statuses(r)))
     trace = execute(
-        snapshot, airline.tools, (act("cancel_reservation", reservation_id=allowed.reservation_id),), allowed.user_id
+        snapshot,
+        airline.tools,
+        (act("cancel_reservation", reservation_id=allowed["reservation_id"]),),
+        allowed["user_id"],
     )
     assert check_policy(trace, AIRLINE_RULES) == []
 
 
 def test_airline_policy_certificate_needs_checked_complaint() -> None:
     airline = _airline()
-    user = next(iter(airline.snapshot.tables["users"].values()))
-    trace = execute(
-        airline.snapshot, airline.tools, (act("send_certificate", user_id=user.user_id, amount=500),), user.user_id
-    )
+    user_id = next(iter(airline.snapshot.tables["users"]))
+    trace = execute(airline.snapshot, airline.tools, (act("send_certificate", user_id=user_id, amount=500),), user_id)
     assert not trace.errors
     violations = check_policy(trace, AIRLINE_RULES)
     assert [v.rule for v in violations] == ["airline.certificate_rules"]
@@ -281,9 +285,13 @@ def test_dedup_same_actions_and_near_identical_instruction(mock) -> None:
 
 # ---------------------------------------------------------------------------------------------- context
 def test_tool_graph_is_derived_from_schemas(mock) -> None:
-    graph = ToolGraph.build(mock.tools)
+    # Tools return plain JSON rows: without the row types nothing says what their output holds.
+    assert ToolGraph.build(mock.tools).edges == ()
+    # The row types alone (Account has account_id) give the edges; the bare-id lookup needs its hint.
+    graph = ToolGraph.build(mock.tools, GraphHints(rows=DOMAIN_HINTS["mock"].rows))
     edges = {(a, b) for a, b, _ in graph.edges}
     assert ("get_account_details", "close_account") in edges
+    assert ("find_customer_by_email", "get_customer_details") not in edges
     assert "think" not in graph.nodes and "transfer_to_human_agents" not in graph.nodes
     hinted = ContextSampler(mock).graph
     assert ("find_customer_by_email", "get_customer_details") in {(a, b) for a, b, _ in hinted.edges}
@@ -310,3 +318,26 @@ def test_context_sampling_is_seeded(mock) -> None:
     assert all(c in policy_clauses(mock.policy) for c in a.policy)
     seen = {sampler.sample(random.Random(s)).weights for s in range(20)}
     assert len(seen) > 1  # sampler weights vary per proposal
+
+
+def test_airline_graph_chain_from_row_types() -> None:
+    airline = _airline()
+    edges = {(a, b) for a, b, _ in ContextSampler(airline).graph.edges}
+    assert ("get_user_details", "get_reservation_details") in edges  # User.reservations -> reservation_id
+    assert ("get_reservation_details", "update_reservation_flights") in edges
+    assert ("search_direct_flight", "get_flight_status") in edges  # DirectFlight.flight_number and date
+    assert ("cancel_reservation", "update_reservation_flights") not in edges  # forbidden by the hints
+
+
+def test_context_holds_fresh_json_of_the_users_rows() -> None:
+    retail = _retail()
+    sampler = ContextSampler(retail)
+    user_id = next(iter(retail.snapshot.tables["users"]))
+    context = sampler.sample(random.Random(3), user_id=user_id)
+    row = retail.snapshot.tables["users"][user_id]
+    assert context.user == row and context.user is not row  # a copy: prompts never alias the snapshot
+    assert set(context.records) <= {"orders"} and all(k in row["orders"] for k in context.records.get("orders", {}))
+    for key, record in context.records.get("orders", {}).items():
+        assert record == retail.snapshot.tables["orders"][key] and record is not retail.snapshot.tables["orders"][key]
+    name = row["name"]
+    assert context.persona is None or context.persona.startswith(f"{name['first_name']} {name['last_name']}: ")

@@ -150,12 +150,15 @@ def test_terminal_tool_ends_and_is_scored(mock_env):
     assert terminated and not truncated and info["termination"] == "terminal_tool" and reward == 0.0
 
 
-def test_max_turns_truncates_and_still_scores(mock_domain):
+def test_max_turns_truncates_and_scores_zero_with_the_breakdown(mock_domain):
+    # Both peers score an episode that neither side ended as a failure, even when its state is right.
     env = ToolUseEnv(mock_domain, max_turns=2)
     env.reset(options={"task_id": "nickname"})
     env.step(tool_call("set_account_nickname", {"account_id": "acc_2001", "nickname": "daily"}))
     _, reward, terminated, truncated, info = env.step(tool_call("get_account_details", {"account_id": "acc_2001"}))
-    assert truncated and not terminated and info["termination"] == "max_turns" and reward == 1.0
+    assert truncated and not terminated and info["termination"] == "max_turns" and reward == 0.0
+    assert env.reward_info is not None and env.reward_info.db_match is True
+    assert env.reward_info.reward == 0.0 and "max_turns" in (env.reward_info.note or "")
 
 
 def test_env_bug_is_recorded_or_raised_in_strict_mode(mock_domain):
@@ -171,7 +174,7 @@ def test_env_bug_is_recorded_or_raised_in_strict_mode(mock_domain):
         Args:
             account_id: An account.
         """
-        db.accounts.put(db.accounts[account_id].evolve(balance=0.0))
+        db.accounts.edit(account_id)["balance"] = 0.0
         raise ZeroDivisionError("oops")
 
     domain = Domain("mock2", mock_domain.snapshot, tools, "policy", mock_domain.tasks)
@@ -283,6 +286,9 @@ def test_corrupt_data_dir_gives_clear_error(tmp_path):
     with pytest.raises(DataFileError, match=r"db.json:1:\d+: invalid JSON"):
         mock.load(tmp_path)
     (tmp_path / "db.json").write_text('{"customers": {"x": {"customer_id": 3}}}', encoding="utf-8")
+    with pytest.raises(DataFileError, match="db.json: expected a JSON object with 'customers' and 'accounts'"):
+        mock.load(tmp_path)
+    (tmp_path / "db.json").write_text('{"customers": {"x": {"customer_id": 3}}, "accounts": {}}', encoding="utf-8")
     with pytest.raises(DataFileError, match="row 'x'"):
         mock.load(tmp_path)
 

@@ -1,4 +1,10 @@
-"""Fuzz every tool of every domain: only tool errors or valid results, never a crash or a snapshot change."""
+"""Fuzz every tool of every domain: only tool errors or valid results, never a crash or a snapshot change.
+
+Rows read through a view are the snapshot's own (shared) dicts, so a tool that mutates a row it did not
+``edit`` would change every later episode: the snapshot's content hash is compared before and after, in
+every semantics profile (the peers' profiles meet ill-typed arguments with Python's own errors, which the
+agent sees; they must still never write through to the snapshot).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from hypothesis import strategies as st
 
 from apigen_envs import load_domain
 from apigen_envs.errors import ToolCallError, ToolError
+from apigen_envs.tools import execute, render_result
 
 
 def _strings_of(value, out, limit=400):
@@ -31,7 +38,7 @@ def realistic_strings(domain) -> list[str]:
     pool: set[str] = set()
     for rows in domain.snapshot.tables.values():
         for _, record in itertools.islice(rows.items(), 40):
-            _strings_of(record.model_dump(mode="json"), pool)
+            _strings_of(record, pool)
     return sorted(pool)
 
 
@@ -64,7 +71,7 @@ def test_fuzz_tool(domain_name, tool_name):
     params = list(tool.schema["function"]["parameters"].get("properties", {}))
     values = values_for(domain)
     arguments = st.fixed_dictionaries({}, optional={p: values for p in params + ["unexpected"]})
-    snapshot_sizes = domain.snapshot.size()
+    digest = domain.snapshot.content_hash()
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
     @given(arguments)
@@ -77,10 +84,40 @@ def test_fuzz_tool(domain_name, tool_name):
             assert str(exc)  # a message the agent can read
             assert view.changes() == {}  # a refused call leaves nothing behind
             return
-        from apigen_envs.tools import render_result
-
         json.loads(render_result(result)) if not isinstance(result, str) else None
 
     run()
-    assert domain.snapshot.size() == snapshot_sizes
+    assert domain.snapshot.content_hash() == digest
     assert domain.snapshot.view().changes() == {}
+
+
+# The embedded airline tasks call get_flight_status, which tau-bench v1 lacks: its profile gets the extras.
+PEER_PROFILES = ("tau2", "tau-bench+extra_tools")
+PEER_CASES = [
+    (d, profile, t.name)
+    for d in ("retail", "airline")
+    for profile in PEER_PROFILES
+    for t in load_domain(d, semantics=profile).tools
+]
+
+
+@pytest.mark.parametrize(("domain_name", "profile", "tool_name"), PEER_CASES)
+def test_fuzz_tool_peer_profiles_never_write_through(domain_name, profile, tool_name):
+    domain = load_domain(domain_name, semantics=profile)
+    tool = domain.tools[tool_name]
+    params = list(tool.schema["function"]["parameters"].get("properties", {}))
+    arguments = st.fixed_dictionaries({}, optional={p: values_for(domain) for p in params + ["unexpected"]})
+    digest = domain.snapshot.content_hash()
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+    @given(arguments)
+    def run(args):
+        view = domain.snapshot.view()
+        outcome = execute(domain.tools, view, tool_name, args, atomic=domain.semantics.atomic_calls)
+        # The peers' calling convention: every exception is an observation, never an environment bug.
+        assert outcome.bug is None and isinstance(outcome.content, str)
+        if outcome.error:
+            assert outcome.content.startswith("Error: ") or outcome.content.startswith("Unknown action")
+
+    run()
+    assert domain.snapshot.content_hash() == digest

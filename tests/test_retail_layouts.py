@@ -70,14 +70,18 @@ def test_v1_layout_loads_and_replays(tmp_path, embedded):
     assert domain.source == str(root)
     assert domain.policy == "# v1 wiki policy\n"
     assert domain.snapshot.size()["products"] == 50
-    assert list(domain.tasks) == [f"train_{i}" for i in range(4)] + [f"test_{i}" for i in range(3)]
+    assert domain.semantics.name == "tau-bench"
+    # v1's split files are read in its own order: test, train, dev
+    assert list(domain.tasks) == [f"test_{i}" for i in range(3)] + [f"train_{i}" for i in range(4)]
     assert domain.splits == {
-        "train": tuple(f"train_{i}" for i in range(4)),
         "test": tuple(f"test_{i}" for i in range(3)),
+        "train": tuple(f"train_{i}" for i in range(4)),
     }
-    assert domain.snapshot.tables["users"][train[0].user_id].user_id == train[0].user_id
+    # v1 rows are kept exactly as read: no user_id is added to a users.json row
+    row = domain.snapshot.tables["users"][train[0].user_id]
+    assert "user_id" not in row and row == json.loads((root / "users.json").read_text())[train[0].user_id]
     env = ToolUseEnv(domain, max_turns=60)
-    for original, (task_id, task) in zip([*train, *test], domain.tasks.items(), strict=True):
+    for original, (task_id, task) in zip([*test, *train], domain.tasks.items(), strict=True):
         assert task.actions == original.actions and task.outputs == original.outputs
         assert task.reward_basis == ("db", "outputs") and task.provenance["source"] == "tau-bench"
         assert not domain.verifier.gold(task).errors
@@ -85,17 +89,24 @@ def test_v1_layout_loads_and_replays(tmp_path, embedded):
         assert run_episode(env, NoopAgent(), task_id=task_id)[0] == 0.0
 
 
-def test_v1_single_tasks_file_and_default_policy(tmp_path, embedded):
+def test_v1_single_tasks_file_and_policy_file(tmp_path, embedded):
     tasks = embedded.task_list("train")[:2]
     root = _v1_dir(tmp_path, embedded, tasks)
     _write(root / "tasks.json", [_v1_task(t) for t in tasks])
+    # A v1 directory brings its own policy: wiki.md, else policy.md; neither is an error naming wiki.md.
+    with pytest.raises(DataFileError, match=r"wiki\.md: policy file not found"):
+        load(root)
+    (root / "policy.md").write_text(embedded.policy)
     domain = load(root)
-    assert list(domain.tasks) == ["0", "1"] and domain.policy == embedded.policy
-    assert domain.task("1").split == "test"
+    assert list(domain.tasks) == ["test_0", "test_1"] and domain.policy == embedded.policy
+    assert domain.task("test_1").split == "test"
+    (root / "wiki.md").write_text("# wiki\n")
+    assert load(root).policy == "# wiki\n"
 
 
 def test_tau2_layout_converts_tasks(tmp_path, embedded):
     (tmp_path / "db.json").write_bytes((DATA / "db.json").read_bytes())
+    (tmp_path / "policy.md").write_text(embedded.policy)
     source = embedded.task_list("train")[0]
     tau2 = {
         "id": "7",
@@ -124,6 +135,7 @@ def test_tau2_layout_converts_tasks(tmp_path, embedded):
     _write(tmp_path / "tasks.json", [tau2])
     _write(tmp_path / "split_tasks.json", {"train": ["7"], "test": [], "base": ["7", "missing"]})
     domain = load(tmp_path)
+    assert domain.semantics.name == "tau2"
     task = domain.task("7")
     assert task.split == "train" and domain.splits == {"train": ("7",), "base": ("7",)}
     assert task.user_id == source.user_id
@@ -142,6 +154,7 @@ def test_tau2_layout_converts_tasks(tmp_path, embedded):
 def test_load_through_registry_and_env_var(tmp_path, embedded, monkeypatch):
     (tmp_path / "retail").mkdir()
     (tmp_path / "retail" / "db.json").write_bytes((DATA / "db.json").read_bytes())
+    (tmp_path / "retail" / "policy.md").write_text(embedded.policy)
     _write(tmp_path / "retail" / "tasks.json", [embedded.task_list()[0].model_dump(mode="json")])
     domain = load_domain("retail", tmp_path)  # a parent holding retail/ is accepted, like tau2's data/
     assert domain.source == str((tmp_path / "retail").resolve()) and len(domain.tasks) == 1
@@ -159,7 +172,7 @@ def test_load_through_registry_and_env_var(tmp_path, embedded, monkeypatch):
         ({"db.json": '{"products": [], "users": {}, "orders": {}}'}, "table 'products' must be a JSON object"),
         (
             {"db.json": '{"products": {}, "users": {"u1": {"user_id": "u1"}}, "orders": {}}'},
-            r"db.json: row 'u1': name: Field required",
+            r"db.json: users row 'u1': name: Field required",
         ),
         (
             {
@@ -167,9 +180,11 @@ def test_load_through_registry_and_env_var(tmp_path, embedded, monkeypatch):
                     {"products": {"p": {"name": "x", "product_id": "q", "variants": {}}}, "users": {}, "orders": {}}
                 )
             },
-            r"row 'p': product_id is 'q', not the row key",
+            r"products row 'p': its product_id is 'q', not the row key",
         ),
         ({"db.json": '{"products": {"p": 3}, "users": {}, "orders": {}}'}, r"row 'p': expected a JSON object"),
+        ({"db.json": '{"products": {}, "users": {}, "orders": {}, "extra": {}}'}, r"unknown table\(s\) \['extra'\]"),
+        ({"db.json": '{"products": {}, "users": {}, "orders": {}}'}, r"policy.md: policy file not found"),
         ({"users.json": "{}", "orders.json": "{}"}, r"products.json: file not found"),
         ({"users.json": "{}", "orders.json": "{}", "products.json": "{"}, r"products.json:1:2: invalid JSON"),
     ],
@@ -183,6 +198,7 @@ def test_bad_data_files_raise_data_file_error(tmp_path, files, message):
 
 def test_bad_task_files_name_the_task(tmp_path, embedded):
     (tmp_path / "db.json").write_bytes((DATA / "db.json").read_bytes())
+    (tmp_path / "policy.md").write_text(embedded.policy)
     good = embedded.task_list()[0].model_dump(mode="json")
     _write(tmp_path / "tasks.json", [good, {"id": "x"}])
     with pytest.raises(DataFileError, match=r"tasks.json: task #1: unknown task format"):
@@ -195,7 +211,12 @@ def test_bad_task_files_name_the_task(tmp_path, embedded):
         load(tmp_path)
     _write(tmp_path / "tasks.json", [good])
     (tmp_path / "split_tasks.json").write_text('{"train": "0"}')
-    with pytest.raises(DataFileError, match="split_tasks.json: expected a JSON object of split name"):
+    with pytest.raises(DataFileError, match="split_tasks.json: expected a JSON object mapping split names"):
+        load(tmp_path)
+    (tmp_path / "split_tasks.json").unlink()
+    bad_action = {**good, "id": "y", "actions": [{"name": "cancel_order", "arguments": {}}]}
+    _write(tmp_path / "tasks.json", [good, bad_action])
+    with pytest.raises(DataFileError, match=r"tasks.json: task 'y' action #0: unknown tool 'cancel_order'"):
         load(tmp_path)
 
 

@@ -1,4 +1,6 @@
-"""Retail tools: success and error paths of every tool on a tiny DB built here, plus calculate's safety."""
+"""Retail tools (``apigen`` profile): success and error paths of every tool on a tiny DB built here, plus
+calculate's safety. Rows are plain JSON dicts; tools refuse only what tau2's tools refuse (the policy is
+checked by :mod:`apigen_envs.datagen.policy_checks`, see ``tests/test_policy_checks.py``)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from typing import Any
 import pytest
 
 from apigen_envs.domains.retail import snapshot_from_json
-from apigen_envs.domains.retail.tools import build_tools, safe_calculate
+from apigen_envs.domains.retail.tools import build_tools
 from apigen_envs.errors import ToolCallError, ToolError
-from apigen_envs.tools import render_result
+from apigen_envs.semantics import Semantics
+from apigen_envs.tools import execute, render_result
 
 
 def _address(zip_code: str = "10001") -> dict[str, str]:
@@ -135,7 +138,11 @@ NEW_ADDRESS = {
 
 
 def balance(view, user_id: str, method_id: str) -> float:
-    return view.users[user_id].payment_methods[method_id].balance
+    return view.users[user_id]["payment_methods"][method_id]["balance"]
+
+
+def payments(row) -> list[tuple[str, float, str]]:
+    return [(p["transaction_type"], p["amount"], p["payment_method_id"]) for p in row["payment_history"]]
 
 
 def order(view, order_id: str):
@@ -144,7 +151,7 @@ def order(view, order_id: str):
 
 # Each case: tool, arguments, check(result, view) for a success.
 SUCCESS: list[tuple[str, dict[str, Any], Callable[[Any, Any], None]]] = [
-    ("find_user_id_by_email", {"email": " ana.silva1000@EXAMPLE.com"}, lambda r, v: r == "ana_silva_1000"),
+    ("find_user_id_by_email", {"email": "ana.silva1000@EXAMPLE.com"}, lambda r, v: r == "ana_silva_1000"),
     (
         "find_user_id_by_name_zip",
         {"first_name": "ANA", "last_name": "silva", "zip": "10001"},
@@ -152,13 +159,17 @@ SUCCESS: list[tuple[str, dict[str, Any], Callable[[Any, Any], None]]] = [
     ),
     (
         "find_user_id_by_name_zip",
-        {"first_name": "Ben", "last_name": "Okafor", "zip": "94110"},
+        {"first_name": "BÉN", "last_name": "OKAFOR", "zip": "94110"},  # str.lower, as both peers match names
         lambda r, v: r == "ben_okafor_2000",
     ),
-    ("get_user_details", {"user_id": "ben_okafor_2000"}, lambda r, v: r.payment_methods["gift_card_2"].balance == 500),
-    ("get_order_details", {"order_id": "#W2"}, lambda r, v: r.status == "delivered" and len(r.items) == 2),
-    ("get_product_details", {"product_id": "P_LAMP"}, lambda r, v: set(r.variants) == {"L_BLACK", "L_WHITE"}),
-    ("get_item_details", {"item_id": "S_GREEN_L"}, lambda r, v: r.available is False and r.price == 22.0),
+    (
+        "get_user_details",
+        {"user_id": "ben_okafor_2000"},
+        lambda r, v: r["payment_methods"]["gift_card_2"]["balance"] == 500,
+    ),
+    ("get_order_details", {"order_id": "#W2"}, lambda r, v: r["status"] == "delivered" and len(r["items"]) == 2),
+    ("get_product_details", {"product_id": "P_LAMP"}, lambda r, v: set(r["variants"]) == {"L_BLACK", "L_WHITE"}),
+    ("get_item_details", {"item_id": "S_GREEN_L"}, lambda r, v: r["available"] is False and r["price"] == 22.0),
     (
         "list_all_product_types",
         {},
@@ -169,6 +180,9 @@ SUCCESS: list[tuple[str, dict[str, Any], Callable[[Any, Any], None]]] = [
     ("calculate", {"expression": "-3 * 2.5 + +1"}, lambda r, v: r == "-6.5"),
     ("calculate", {"expression": "1 / 3"}, lambda r, v: r == "0.33"),
     ("calculate", {"expression": "652.61 + 473.43"}, lambda r, v: r == "1126.04"),
+    ("calculate", {"expression": "2 ** 3"}, lambda r, v: r == "8.0"),  # eval's arithmetic, as in both peers
+    ("calculate", {"expression": "7 // 2"}, lambda r, v: r == "3.0"),
+    ("calculate", {"expression": "  1 + 1"}, lambda r, v: r == "2.0"),
     ("think", {"thought": "check the order first"}, lambda r, v: r == "" and not v.changes()),
     (
         "transfer_to_human_agents",
@@ -179,10 +193,9 @@ SUCCESS: list[tuple[str, dict[str, Any], Callable[[Any, Any], None]]] = [
         "cancel_pending_order",
         {"order_id": "#W1", "reason": "no longer needed"},
         lambda r, v: (
-            r.status == "cancelled"
-            and r.cancel_reason == "no longer needed"
-            and [(p.transaction_type, p.amount, p.payment_method_id) for p in r.payment_history]
-            == [("payment", 80.0, "credit_card_1"), ("refund", 80.0, "credit_card_1")]
+            r["status"] == "cancelled"
+            and r["cancel_reason"] == "no longer needed"
+            and payments(r) == [("payment", 80.0, "credit_card_1"), ("refund", 80.0, "credit_card_1")]
             and order(v, "#W1") == r
             and "users" not in v.changes()
         ),
@@ -190,27 +203,27 @@ SUCCESS: list[tuple[str, dict[str, Any], Callable[[Any, Any], None]]] = [
     (  # a gift card is refunded at once
         "cancel_pending_order",
         {"order_id": "#W6", "reason": "ordered by mistake"},
-        lambda r, v: r.cancel_reason == "ordered by mistake" and balance(v, "ana_silva_1000", "gift_card_1") == 30.0,
+        lambda r, v: r["cancel_reason"] == "ordered by mistake" and balance(v, "ana_silva_1000", "gift_card_1") == 30.0,
     ),
     (
         "modify_pending_order_address",
         {"order_id": "#W1", **NEW_ADDRESS},
-        lambda r, v: r.address.model_dump() == {**NEW_ADDRESS} and r.status == "pending",
+        lambda r, v: r["address"] == {**NEW_ADDRESS} and r["status"] == "pending",
     ),
     (  # tau2 lets the address of an item-modified pending order change
         "modify_pending_order_address",
         {"order_id": "#W5", **NEW_ADDRESS},
-        lambda r, v: r.address.city == "Austin" and r.status == "pending (item modified)",
+        lambda r, v: r["address"]["city"] == "Austin" and r["status"] == "pending (item modified)",
     ),
     (
         "modify_pending_order_items",
         {"order_id": "#W1", "item_ids": ["S_RED_M"], "new_item_ids": ["S_BLUE_M"], "payment_method_id": "paypal_1"},
         lambda r, v: (
-            r.status == "pending (item modified)"
-            and [i.item_id for i in r.items] == ["S_BLUE_M", "S_RED_M", "L_BLACK"]
-            and r.items[0].price == 25.5
-            and r.items[0].options == {"color": "blue", "size": "M"}
-            and r.payment_history[-1].model_dump()
+            r["status"] == "pending (item modified)"
+            and [i["item_id"] for i in r["items"]] == ["S_BLUE_M", "S_RED_M", "L_BLACK"]
+            and r["items"][0]["price"] == 25.5
+            and r["items"][0]["options"] == {"color": "blue", "size": "M"}
+            and r["payment_history"][-1]
             == {"transaction_type": "payment", "amount": 5.5, "payment_method_id": "paypal_1"}
         ),
     ),
@@ -223,9 +236,10 @@ SUCCESS: list[tuple[str, dict[str, Any], Callable[[Any, Any], None]]] = [
             "payment_method_id": "gift_card_1",
         },
         lambda r, v: (
-            [(i.item_id, i.price) for i in r.items] == [("S_BLUE_M", 25.5), ("S_BLUE_M", 25.5), ("L_WHITE", 35.0)]
-            and r.items[2].options == {"color": "white"}
-            and r.payment_history[-1].amount == 6.0
+            [(i["item_id"], i["price"]) for i in r["items"]]
+            == [("S_BLUE_M", 25.5), ("S_BLUE_M", 25.5), ("L_WHITE", 35.0)]
+            and r["items"][2]["options"] == {"color": "white"}
+            and r["payment_history"][-1]["amount"] == 6.0
             and balance(v, "ana_silva_1000", "gift_card_1") == 4.0
         ),
     ),
@@ -233,8 +247,8 @@ SUCCESS: list[tuple[str, dict[str, Any], Callable[[Any, Any], None]]] = [
         "modify_pending_order_items",
         {"order_id": "#W1", "item_ids": ["L_BLACK"], "new_item_ids": ["L_WHITE"], "payment_method_id": "gift_card_1"},
         lambda r, v: (
-            r.payment_history[-1].transaction_type == "refund"
-            and r.payment_history[-1].amount == 5.0
+            r["payment_history"][-1]["transaction_type"] == "refund"
+            and r["payment_history"][-1]["amount"] == 5.0
             and balance(v, "ana_silva_1000", "gift_card_1") == 15.0
         ),
     ),
@@ -242,9 +256,9 @@ SUCCESS: list[tuple[str, dict[str, Any], Callable[[Any, Any], None]]] = [
         "modify_pending_order_payment",
         {"order_id": "#W1", "payment_method_id": "paypal_1"},
         lambda r, v: (
-            [(p.transaction_type, p.amount, p.payment_method_id) for p in r.payment_history]
+            payments(r)
             == [("payment", 80.0, "credit_card_1"), ("payment", 80.0, "paypal_1"), ("refund", 80.0, "credit_card_1")]
-            and r.status == "pending"
+            and r["status"] == "pending"
         ),
     ),
     (  # the old gift card is refunded at once
@@ -255,7 +269,7 @@ SUCCESS: list[tuple[str, dict[str, Any], Callable[[Any, Any], None]]] = [
     (
         "modify_user_address",
         {"user_id": "ana_silva_1000", **NEW_ADDRESS},
-        lambda r, v: r.address.zip == "78701" and order(v, "#W1").address.zip == "10001",
+        lambda r, v: r["address"]["zip"] == "78701" and order(v, "#W1")["address"]["zip"] == "10001",
     ),
     (
         "exchange_delivered_order_items",
@@ -266,29 +280,29 @@ SUCCESS: list[tuple[str, dict[str, Any], Callable[[Any, Any], None]]] = [
             "payment_method_id": "paypal_1",
         },
         lambda r, v: (
-            r.status == "exchange requested"
-            and r.exchange_items == ("L_BLACK", "S_RED_M")
-            and r.exchange_new_items == ("L_WHITE", "S_BLUE_M")
-            and r.exchange_payment_method_id == "paypal_1"
-            and r.exchange_price_difference == 0.5
-            and [i.item_id for i in r.items] == ["S_RED_M", "L_BLACK"]
-            and len(r.payment_history) == 1
+            r["status"] == "exchange requested"
+            and r["exchange_items"] == ["L_BLACK", "S_RED_M"]
+            and r["exchange_new_items"] == ["L_WHITE", "S_BLUE_M"]
+            and r["exchange_payment_method_id"] == "paypal_1"
+            and r["exchange_price_difference"] == 0.5
+            and [i["item_id"] for i in r["items"]] == ["S_RED_M", "L_BLACK"]
+            and len(r["payment_history"]) == 1
         ),
     ),
     (
         "return_delivered_order_items",
         {"order_id": "#W2", "item_ids": ["L_BLACK", "S_RED_M"], "payment_method_id": "paypal_1"},
         lambda r, v: (
-            r.status == "return requested"
-            and r.return_items == ("L_BLACK", "S_RED_M")
-            and r.return_payment_method_id == "paypal_1"
+            r["status"] == "return requested"
+            and r["return_items"] == ["L_BLACK", "S_RED_M"]
+            and r["return_payment_method_id"] == "paypal_1"
         ),
     ),
     (  # a gift card may receive the refund even though it did not pay
         "return_delivered_order_items",
         {"order_id": "#W2", "item_ids": ["S_RED_M"], "payment_method_id": "gift_card_1"},
         lambda r, v: (
-            r.return_payment_method_id == "gift_card_1" and balance(v, "ana_silva_1000", "gift_card_1") == 10.0
+            r["return_payment_method_id"] == "gift_card_1" and balance(v, "ana_silva_1000", "gift_card_1") == 10.0
         ),
     ),
 ]
@@ -298,15 +312,17 @@ EXCHANGE = {**ITEMS, "order_id": "#W2"}
 # Each case: tool, arguments, expected error message (ToolError unless it starts with "call:").
 ERRORS: list[tuple[str, dict[str, Any], str]] = [
     ("find_user_id_by_email", {"email": "nobody@example.com"}, "User not found"),
+    # Both peers compare str.lower() of the text as given: no trimming, no accent folding.
+    ("find_user_id_by_email", {"email": " ana.silva1000@example.com"}, "User not found"),
     ("find_user_id_by_name_zip", {"first_name": "Ana", "last_name": "Silva", "zip": "10002"}, "User not found"),
+    ("find_user_id_by_name_zip", {"first_name": "Ben", "last_name": "Okafor", "zip": "94110"}, "User not found"),
+    ("find_user_id_by_name_zip", {"first_name": "Ana", "last_name": "Silva", "zip": " 10001"}, "User not found"),
     ("get_user_details", {"user_id": "ana_silva"}, "User not found"),
     ("get_order_details", {"order_id": "W1"}, "Order not found"),
     ("get_product_details", {"product_id": "S_RED_M"}, "Product not found"),
     ("get_item_details", {"item_id": "P_SHIRT"}, "Item not found"),
-    ("calculate", {"expression": "1 / 0"}, "Division by zero"),
-    ("calculate", {"expression": "2 ** 3"}, "Unsupported operator: Pow"),
     ("calculate", {"expression": "abs(-1)"}, "Invalid characters in expression"),
-    ("calculate", {"expression": "1 +"}, "Invalid expression"),
+    ("calculate", {"expression": "5 % 3"}, "Invalid characters in expression"),
     ("cancel_pending_order", {"order_id": "#W9", "reason": "no longer needed"}, "Order not found"),
     (
         "cancel_pending_order",
@@ -388,7 +404,7 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "exchange_delivered_order_items",
         {**EXCHANGE, "new_item_ids": []},
-        "The number of items to be exchanged should match.",
+        "The number of items to be exchanged should match",
     ),
     (
         "exchange_delivered_order_items",
@@ -549,12 +565,21 @@ def test_second_item_change_or_exchange_is_refused():
 
 
 def test_snapshot_is_never_mutated_by_writes():
-    before = SNAPSHOT.to_json()
+    before, digest = SNAPSHOT.to_json(), SNAPSHOT.content_hash()
     view = SNAPSHOT.view()
     for name, arguments, _ in SUCCESS:
         if name in WRITERS:
             TOOLS.call(view.fork(), name, arguments)
-    assert SNAPSHOT.to_json() == before
+    assert SNAPSHOT.to_json() == before and SNAPSHOT.content_hash() == digest
+
+
+def test_results_are_the_views_rows_not_copies_of_the_snapshot():
+    """Reads return the shared row (cheap); writes return the view's private copy (never the shared one)."""
+    view = SNAPSHOT.view()
+    assert TOOLS.call(view, "get_order_details", {"order_id": "#W1"}) is SNAPSHOT.tables["orders"]["#W1"]
+    written = TOOLS.call(view, "cancel_pending_order", {"order_id": "#W1", "reason": "no longer needed"})
+    assert written is view.orders["#W1"] and written is not SNAPSHOT.tables["orders"]["#W1"]
+    assert SNAPSHOT.tables["orders"]["#W1"]["status"] == "pending"
 
 
 @pytest.mark.parametrize(
@@ -565,30 +590,202 @@ def test_snapshot_is_never_mutated_by_writes():
         "(1).real",
         "open('/etc/passwd')",
         "x + 1",
-        "9**9**9**9",
-        "2 ** 10000000",
-        "10 ** 400",
         "1e308 * 10",
-        "(" * 300 + "1" + ")" * 300,
-        "1" + "+1" * 600,
         "1 if 1 else 2",
         "[1, 2]",
         "1; 2",
         "lambda: 1",
-        "",
-        "   ",
-        "1 // 2",
         "5 % 3",
         "1 < 2",
+        "1_000",
     ],
 )
-def test_calculate_rejects_everything_but_arithmetic(expression):
-    with pytest.raises(ToolError):
-        safe_calculate(expression)
+def test_calculate_refuses_anything_outside_the_arithmetic_characters(expression):
+    with pytest.raises(ToolError, match="Invalid characters in expression"):
+        TOOLS.call(SNAPSHOT.view(), "calculate", {"expression": expression})
 
 
-def test_calculate_huge_numbers_stay_floats_and_fast():
-    assert safe_calculate("99999999999999999999 * 99999999999999999999") == str(round(1e20 * 1e20, 2))
-    with pytest.raises(ToolError, match="not a finite number"):
-        safe_calculate("9" * 200 + "*" + "9" * 200)
-    assert safe_calculate("--1") == "1.0"
+# Expressions of the allowed characters that eval cannot turn into a number: both peers answer with
+# Python's own error text. None of them may run for long or end the episode.
+CALCULATE_FAILURES = [
+    ("1 / 0", "Error: division by zero"),
+    ("1 +", "Error: invalid syntax"),
+    ("", "Error: invalid syntax"),
+    ("   ", "Error: invalid syntax"),
+    ("()", "Error: float() argument must be a string or a real number, not 'tuple'"),
+    ("10 ** 400", "Error: int too large to convert to float"),
+    ("9**9**9**9", "Error: "),
+    ("2 ** 10000000", "Error: "),
+    ("(" * 300 + "1" + ")" * 300, "Error: too many nested parentheses"),
+]
+
+
+@pytest.mark.parametrize("profile", ["apigen", "tau2"])
+@pytest.mark.parametrize(("expression", "observation"), CALCULATE_FAILURES, ids=[c[0][:12] for c in CALCULATE_FAILURES])
+def test_calculate_failures_are_observations_not_env_bugs(profile, expression, observation):
+    tools = build_tools(Semantics.named(profile))
+    outcome = execute(tools, SNAPSHOT.view(), "calculate", {"expression": expression}, atomic=True)
+    assert outcome.bug is None and outcome.error
+    assert outcome.content.startswith(observation), outcome.content
+
+
+def test_calculate_long_sums_and_huge_numbers_stay_floats():
+    call = lambda e: TOOLS.call(SNAPSHOT.view(), "calculate", {"expression": e})  # noqa: E731
+    assert call("99999999999999999999 * 99999999999999999999") == str(round(float(10**40 - 2 * 10**20 + 1), 2))
+    assert call("1" + " + 1" * 600) == "601.0"  # the peers set no length limit
+    assert call("--1") == "1.0"
+    assert call("-" * 50 + "1") == "1.0"
+
+
+# ---------------------------------------------------------------------------------------------- the policy
+def _trace(calls, user_id="ana_silva_1000", *, run=True):
+    """A trace of ``calls`` on the tiny DB: executed by the tools, or (``run=False``) taken as succeeded
+    without running them, for rules that tau2's tools also enforce (tau-bench's tools differ, and the
+    policy stage must not depend on which peer's tools ran)."""
+    from apigen_envs.datagen.trace import ExecutionTrace, TraceStep
+    from apigen_envs.datagen.trace import execute as run_trace
+    from apigen_envs.task import Action
+
+    identify = ("find_user_id_by_email", {"email": RAW_DB["users"][user_id]["email"]})
+    actions = [Action(name=name, arguments=args) for name, args in [identify, *calls]]
+    if run:
+        trace = run_trace(SNAPSHOT, TOOLS, actions, user_id)
+        assert not trace.errors, [s.output for s in trace.errors]
+        return trace
+    view = SNAPSHOT.view()
+    steps = [
+        TraceStep(i, a, True, user_id if i == 0 else "{}", TOOLS[a.name].mutates, view, view)
+        for i, a in enumerate(actions)
+    ]
+    return ExecutionTrace(tuple(steps), view, user_id)
+
+
+def _violated(trace) -> set[str]:
+    from apigen_envs.datagen.policy_checks import RETAIL_RULES, check_policy
+
+    return {v.rule for v in check_policy(trace, RETAIL_RULES)}
+
+
+RETAIL_POLICY_CASES = [
+    # Accepted by tau2's tools, refused by the policy.
+    (
+        [("exchange_delivered_order_items", {**EXCHANGE, "new_item_ids": ["S_RED_M"]})],
+        True,
+        "retail.same_product_variant",
+    ),
+    (
+        [("modify_pending_order_items", {**ITEMS, "item_ids": [], "new_item_ids": []})],
+        True,
+        "retail.items_in_order",
+    ),
+    (
+        [("return_delivered_order_items", {"order_id": "#W2", "item_ids": [], "payment_method_id": "paypal_1"})],
+        True,
+        "retail.items_in_order",
+    ),
+    (
+        [
+            ("modify_pending_order_address", {"order_id": "#W1", **NEW_ADDRESS}),
+            ("cancel_pending_order", {"order_id": "#W1", "reason": "no longer needed"}),
+            ("modify_pending_order_payment", {"order_id": "#W1", "payment_method_id": "paypal_1"}),
+        ],
+        False,
+        "retail.no_change_after_cancel",
+    ),
+    (
+        [
+            (
+                "return_delivered_order_items",
+                {"order_id": "#W2", "item_ids": ["S_RED_M"], "payment_method_id": "paypal_1"},
+            ),
+            ("exchange_delivered_order_items", EXCHANGE),
+        ],
+        False,
+        "retail.one_return_or_exchange",
+    ),
+    ([("modify_pending_order_items", ITEMS)] * 2, False, "retail.items_modified_once"),
+    # Refused by tau2's tools too; the policy refuses them whatever the tools do.
+    ([("cancel_pending_order", {"order_id": "#W1", "reason": "too expensive"})], False, "retail.cancel_reason"),
+    ([("cancel_pending_order", {"order_id": "#W3", "reason": "no longer needed"})], False, "retail.pending_only"),
+    ([("modify_pending_order_items", {**ITEMS, "order_id": "#W5"})], False, "retail.pending_only"),
+    ([("return_delivered_order_items", {**ITEMS, "order_id": "#W1"})], False, "retail.delivered_only"),
+    ([("modify_pending_order_items", {**ITEMS, "new_item_ids": ["S_RED_M"]})], False, "retail.same_product_variant"),
+    ([("modify_pending_order_items", {**ITEMS, "new_item_ids": ["L_WHITE"]})], False, "retail.same_product_variant"),
+    ([("modify_pending_order_items", {**ITEMS, "new_item_ids": ["S_GREEN_L"]})], False, "retail.same_product_variant"),
+    ([("modify_pending_order_items", {**ITEMS, "new_item_ids": []})], False, "retail.same_product_variant"),
+    ([("modify_pending_order_items", {**ITEMS, "item_ids": ["L_WHITE"]})], False, "retail.items_in_order"),
+    (
+        [("modify_pending_order_items", {**ITEMS, "payment_method_id": "gift_card_2"})],
+        False,
+        "retail.own_payment_method",
+    ),
+    (
+        [("modify_pending_order_items", {**ITEMS, "new_item_ids": ["S_GOLD_XL"], "payment_method_id": "gift_card_1"})],
+        False,
+        "retail.gift_card_balance",
+    ),
+    (
+        [
+            (
+                "exchange_delivered_order_items",
+                {**EXCHANGE, "new_item_ids": ["S_GOLD_XL"], "payment_method_id": "gift_card_1"},
+            )
+        ],
+        False,
+        "retail.gift_card_balance",
+    ),
+    (
+        [("modify_pending_order_payment", {"order_id": "#W1", "payment_method_id": "gift_card_1"})],
+        False,
+        "retail.gift_card_balance",
+    ),
+    (
+        [("modify_pending_order_payment", {"order_id": "#W5", "payment_method_id": "credit_card_1"})],
+        False,
+        "retail.payment_change_rules",
+    ),
+    (
+        [("modify_pending_order_payment", {"order_id": "#W1", "payment_method_id": "credit_card_1"})],
+        False,
+        "retail.payment_change_rules",
+    ),
+    (
+        [
+            (
+                "return_delivered_order_items",
+                {"order_id": "#W2", "item_ids": ["S_RED_M"], "payment_method_id": "credit_card_1"},
+            )
+        ],
+        False,
+        "retail.refund_to_original_or_gift_card",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("calls", "run", "rule"), RETAIL_POLICY_CASES, ids=[f"{c[2]}-{i}" for i, c in enumerate(RETAIL_POLICY_CASES)]
+)
+def test_retail_policy_predicates_fire(calls, run, rule):
+    assert rule in _violated(_trace(calls, run=run))
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        [("cancel_pending_order", {"order_id": "#W1", "reason": "ordered by mistake"})],
+        [("modify_pending_order_items", ITEMS)],
+        [("modify_pending_order_items", {**ITEMS, "payment_method_id": "gift_card_1"})],  # 5.50 <= 10.00
+        [("modify_pending_order_payment", {"order_id": "#W1", "payment_method_id": "paypal_1"})],
+        [("exchange_delivered_order_items", EXCHANGE)],
+        [
+            (
+                "return_delivered_order_items",
+                {"order_id": "#W2", "item_ids": ["S_RED_M"], "payment_method_id": "gift_card_1"},
+            )
+        ],
+        [("modify_pending_order_address", {"order_id": "#W5", **NEW_ADDRESS})],  # tau2 lets an item-modified order move
+    ],
+    ids=lambda c: c[0][0],
+)
+def test_compliant_retail_calls_break_no_rule(calls):
+    assert _violated(_trace(calls)) == set()

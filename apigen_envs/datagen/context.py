@@ -3,8 +3,10 @@ a persona, policy clauses and few-shot examples.
 
 The tool graph has an edge A -> B when an argument of B can be filled from A's output (``find_user_id`` ->
 ``get_user_details`` -> ``cancel_pending_order``). It is derived from the tool signatures: the fields a
-tool returns (from its return type) against the id-like parameters of the others, plus a small per-domain
-hint table for what types cannot say (a tool returning a bare id string, pairs the policy forbids).
+tool returns against the id-like parameters of the others. Tools return plain JSON rows, so the fields
+come from a per-domain hint table naming the record type each tool returns (the domain's row models), or
+from a tool's return annotation when it names a model; the table also says what types cannot (a tool
+returning a bare id string, pairs the policy forbids).
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from apigen_envs.db import Snapshot
+from apigen_envs.db import Snapshot, copy_row
+from apigen_envs.domains.airline import models as airline_models
+from apigen_envs.domains.mock import models as mock_models
+from apigen_envs.domains.retail import models as retail_models
 from apigen_envs.task import Task
 from apigen_envs.tools import Tool, ToolSet
 
@@ -30,20 +35,42 @@ class GraphHints:
     """What the signatures cannot tell about a domain's tools.
 
     Attributes:
+        rows: Tool -> the type of the JSON it returns (a row model such as ``Order``, or ``list[...]`` of
+            one); its fields are what the tool's output provides.
         returns: Tool -> fields its (plain text) output provides, e.g. a lookup returning a user id.
         forbidden: (A, B) pairs the policy does not allow in sequence.
         skip: Tools left out of the graph (thinking, hand-off).
 
     """
 
+    rows: Mapping[str, Any] = field(default_factory=dict)
     returns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     forbidden: frozenset[tuple[str, str]] = frozenset()
     skip: frozenset[str] = frozenset({"think", "transfer_to_human_agents", "calculate"})
 
 
+_RETAIL_ORDER = retail_models.Order
+_AIRLINE_RESERVATION = airline_models.Reservation
+_MOCK_ACCOUNT = mock_models.Account
+
 DOMAIN_HINTS: Mapping[str, GraphHints] = MappingProxyType(
     {
         "retail": GraphHints(
+            rows=MappingProxyType(
+                {
+                    "cancel_pending_order": _RETAIL_ORDER,
+                    "exchange_delivered_order_items": _RETAIL_ORDER,
+                    "get_order_details": _RETAIL_ORDER,
+                    "get_product_details": retail_models.Product,
+                    "get_item_details": retail_models.Variant,
+                    "get_user_details": retail_models.User,
+                    "modify_pending_order_address": _RETAIL_ORDER,
+                    "modify_pending_order_items": _RETAIL_ORDER,
+                    "modify_pending_order_payment": _RETAIL_ORDER,
+                    "modify_user_address": retail_models.User,
+                    "return_delivered_order_items": _RETAIL_ORDER,
+                }
+            ),
             returns={
                 "find_user_id_by_email": ("user_id",),
                 "find_user_id_by_name_zip": ("user_id",),
@@ -58,8 +85,34 @@ DOMAIN_HINTS: Mapping[str, GraphHints] = MappingProxyType(
                 }
             ),
         ),
-        "airline": GraphHints(forbidden=frozenset({("cancel_reservation", "update_reservation_flights")})),
-        "mock": GraphHints(returns={"find_customer_by_email": ("customer_id",)}),
+        "airline": GraphHints(
+            rows=MappingProxyType(
+                {
+                    "book_reservation": _AIRLINE_RESERVATION,
+                    "cancel_reservation": _AIRLINE_RESERVATION,
+                    "get_reservation_details": _AIRLINE_RESERVATION,
+                    "get_user_details": airline_models.User,
+                    "list_all_airports": list[airline_models.AirportCode],
+                    "search_direct_flight": list[airline_models.DirectFlight],
+                    "search_onestop_flight": list[list[airline_models.DirectFlight]],
+                    "update_reservation_baggages": _AIRLINE_RESERVATION,
+                    "update_reservation_flights": _AIRLINE_RESERVATION,
+                    "update_reservation_passengers": _AIRLINE_RESERVATION,
+                }
+            ),
+            forbidden=frozenset({("cancel_reservation", "update_reservation_flights")}),
+        ),
+        "mock": GraphHints(
+            rows=MappingProxyType(
+                {
+                    "get_customer_details": mock_models.Customer,
+                    "get_account_details": _MOCK_ACCOUNT,
+                    "set_account_nickname": _MOCK_ACCOUNT,
+                    "close_account": _MOCK_ACCOUNT,
+                }
+            ),
+            returns={"find_customer_by_email": ("customer_id",)},
+        ),
     }
 )
 """Per-domain hint tables."""
@@ -96,7 +149,8 @@ def _singular(name: str) -> str:
 
 
 def tool_outputs(tool: Tool, hints: GraphHints) -> frozenset[str]:
-    """Field names a tool's output provides (from its return annotation and the hints).
+    """Field names a tool's output provides (from the hints' row type, its return annotation and the hints'
+    plain fields).
 
     Args:
         tool: The tool.
@@ -110,7 +164,7 @@ def tool_outputs(tool: Tool, hints: GraphHints) -> frozenset[str]:
         hint = typing.get_type_hints(tool.fn).get("return")
     except (NameError, TypeError):
         hint = None
-    found = _fields_of(hint) | set(hints.returns.get(tool.name, ()))
+    found = _fields_of(hints.rows.get(tool.name)) | _fields_of(hint) | set(hints.returns.get(tool.name, ()))
     return frozenset(found)
 
 
@@ -327,14 +381,16 @@ def policy_clauses(policy: str) -> tuple[str, ...]:
     return tuple(clauses)
 
 
-def related_records(snapshot: Snapshot, user: BaseModel, limit: int, rng: random.Random) -> dict[str, dict[str, Any]]:
+def related_records(
+    snapshot: Snapshot, user: Mapping[str, Any], limit: int, rng: random.Random
+) -> dict[str, dict[str, Any]]:
     """Records a user's fields point to (order ids, reservation ids, account ids), at most ``limit``.
 
     Cost is O(the user's references), not O(DB).
     """
     refs: list[tuple[str, str]] = []
-    for value in user.__dict__.values():
-        if isinstance(value, tuple) and value and all(isinstance(v, str) for v in value):
+    for value in user.values():
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             for table, rows in snapshot.tables.items():
                 if value[0] in rows:
                     refs.extend((table, v) for v in value if v in rows)
@@ -342,7 +398,7 @@ def related_records(snapshot: Snapshot, user: BaseModel, limit: int, rng: random
     rng.shuffle(refs)
     out: dict[str, dict[str, Any]] = {}
     for table, key in refs[:limit]:
-        out.setdefault(table, {})[key] = snapshot.tables[table][key].model_dump(mode="json")
+        out.setdefault(table, {})[key] = copy_row(snapshot.tables[table][key])
     return out
 
 
@@ -392,14 +448,14 @@ class ContextSampler:
         policy = tuple((relevant + rest)[: weights.policy])
         persona = None
         if weights.persona and user is not None:
-            name = getattr(user, "name", None)
-            full = f"{name.first_name} {name.last_name}" if hasattr(name, "first_name") else str(name or uid)
+            name = user.get("name")
+            full = f"{name['first_name']} {name['last_name']}" if isinstance(name, dict) else str(name or uid)
             persona = f"{full}: {rng.choice(PERSONAS)}"
         examples = tuple(rng.sample(self.examples, min(weights.examples, len(self.examples))))
         return Context(
             domain=self.domain.name,
             user_id=uid,
-            user=user.model_dump(mode="json") if user is not None else None,
+            user=copy_row(user) if user is not None else None,
             records=records,
             tools=tools,
             persona=persona,

@@ -291,13 +291,13 @@ class Phase1Pipeline:
             The evaluation.
 
         """
-        snapshot, tools = self.domain.snapshot, self.domain.tools
+        snapshot, tools, semantics = self.domain.snapshot, self.domain.tools, self.domain.semantics
         results: list[StageResult] = []
         fmt = check_format(proposal, tools)
         results.append(fmt)
         if not fmt.passed:
             return Evaluation(None, tuple(results))
-        execution, trace = check_execution(proposal, snapshot, tools)
+        execution, trace = check_execution(proposal, snapshot, tools, semantics)
         results.append(execution)
         diff = tuple(trace.final.diff())
         if not execution.passed:
@@ -305,7 +305,7 @@ class Phase1Pipeline:
         task = draft_task(proposal, self.domain.name, task_id)
         for stage in (
             lambda: check_policy_stage(trace, self.rules),
-            lambda: check_triviality(task, snapshot, tools),
+            lambda: check_triviality(task, snapshot, tools, semantics),
             lambda: dedup.check(task),
         ):
             result = stage()

@@ -91,18 +91,25 @@ class ExecutionTrace:
 
 
 def execute(
-    snapshot: Snapshot, tools: ToolSet, actions: Sequence[Action], user_id: str | None = None
+    snapshot: Snapshot,
+    tools: ToolSet,
+    actions: Sequence[Action],
+    user_id: str | None = None,
+    *,
+    atomic: bool = True,
 ) -> ExecutionTrace:
     """Replay actions one by one on a fresh view, keeping the state around every step.
 
-    Unknown tools and invalid arguments become failed steps (as in :func:`apigen_envs.verify.replay`),
-    never exceptions.
+    Calls run exactly as the verifier's gold replay runs them (:func:`apigen_envs.verify.replay`), so the
+    final view is the gold state: unknown tools and invalid arguments become failed steps, never
+    exceptions, and a failed writer's partial writes are undone only when calls are atomic.
 
     Args:
         snapshot: The base DB.
         tools: The domain's tools.
         actions: The gold actions.
         user_id: The blueprint's user.
+        atomic: Undo the writes of a failing call (the semantics profile's ``atomic_calls``).
 
     Returns:
         The trace.
@@ -112,18 +119,7 @@ def execute(
     steps = []
     for index, action in enumerate(actions):
         before = view.fork()
-        # A failed writer must not leave half its writes behind, as in the env.
-        try:
-            with view.transaction():
-                ((ok, output),) = replay(tools, view, [action])
-                if not ok:
-                    raise _Rollback
-        except _Rollback:
-            pass
+        ((ok, output),) = replay(tools, view, [action], atomic=atomic)
         mutates = action.name in tools and tools[action.name].mutates
         steps.append(TraceStep(index, action, ok, output, mutates, before, view.fork()))
     return ExecutionTrace(tuple(steps), view, user_id)
-
-
-class _Rollback(Exception):
-    """Internal signal to undo a failed step's partial writes."""

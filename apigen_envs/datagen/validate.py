@@ -20,6 +20,7 @@ from apigen_envs.datagen.trace import ExecutionTrace, execute
 from apigen_envs.db import Snapshot
 from apigen_envs.errors import ToolCallError
 from apigen_envs.messages import AssistantMessage
+from apigen_envs.semantics import Semantics
 from apigen_envs.task import Task, UserScenario
 from apigen_envs.tools import ToolSet
 from apigen_envs.verify import Verifier
@@ -108,20 +109,28 @@ def output_derivable(output: str, trace: ExecutionTrace) -> bool:
     return any(abs(float(n) - target) < 0.005 for t in texts for n in _NUMBER.findall(t))
 
 
-def check_execution(proposal: Proposal, snapshot: Snapshot, tools: ToolSet) -> tuple[StageResult, ExecutionTrace]:
+def check_execution(
+    proposal: Proposal, snapshot: Snapshot, tools: ToolSet, semantics: Semantics | None = None
+) -> tuple[StageResult, ExecutionTrace]:
     """Replay the actions on a fresh view: no errors, a DB change or requested outputs, derivable outputs.
+
+    Tools refuse only what the peer's tools refuse, so passing this stage says the calls can be made, not
+    that the policy allows them: that is the policy stage's job.
 
     Args:
         proposal: The proposal (already format-checked).
         snapshot: The base DB.
         tools: The domain's tools.
+        semantics: The domain's profile (calls replay as its gold replay runs them; default ``apigen``).
 
     Returns:
         The stage result (with the diff in ``details``) and the trace for the policy stage.
 
     """
-    trace = execute(snapshot, tools, proposal.actions, proposal.user_id)
-    reasons = [f"action {s.index} ({s.name}) failed: {s.output}" for s in trace.errors]
+    sem = semantics or Semantics.named("apigen")
+    trace = execute(snapshot, tools, proposal.actions, proposal.user_id, atomic=sem.atomic_calls)
+    # The observation's "Error: " prefix says nothing the reason does not; the message is what matters.
+    reasons = [f"action {s.index} ({s.name}) failed: {s.output.removeprefix('Error: ')}" for s in trace.errors]
     diff = trace.final.diff()
     if not reasons:
         if not diff and not proposal.outputs:
@@ -179,20 +188,22 @@ def draft_task(proposal: Proposal, domain: str, task_id: str = "candidate") -> T
     )
 
 
-def check_triviality(task: Task, snapshot: Snapshot, tools: ToolSet) -> StageResult:
+def check_triviality(task: Task, snapshot: Snapshot, tools: ToolSet, semantics: Semantics | None = None) -> StageResult:
     """The do-nothing agent (no tool calls, one apologetic reply) must fail the task, scored for real.
 
     Args:
         task: The candidate task.
         snapshot: The base DB.
         tools: The domain's tools.
+        semantics: The domain's profile (gold replay and output matching; default ``apigen``).
 
     Returns:
         The stage result.
 
     """
-    verifier = Verifier(snapshot, tools)
-    info = verifier.score(task, snapshot.view(), [AssistantMessage(content=_NOOP_REPLY)])
+    verifier = Verifier(snapshot, tools, semantics or Semantics.named("apigen"))
+    # Scored as an episode the user ended, the way a do-nothing agent's episode ends.
+    info = verifier.score(task, snapshot.view(), [AssistantMessage(content=_NOOP_REPLY)], "user_stop")
     if info.reward > 0:
         return StageResult("triviality", False, ("the do-nothing agent passes: no DB change and no output to give",))
     return StageResult("triviality", True)

@@ -1,44 +1,60 @@
 """The airline domain (tau-bench compatible): book, change and cancel flight reservations.
 
-``load(data_dir)`` reads the embedded data when ``data_dir`` is None, and otherwise detects the layout
-from the files present:
+``load(None)`` gives the embedded data (our generated DB and blueprints) under the ``apigen`` semantics.
+``load(path)`` detects the layout from the files present and picks that peer's semantics:
 
-* tau2-bench / ours: ``db.json`` (``flights``, ``users``, ``reservations``), ``tasks.json`` (tau2 tasks
-  or our Task dicts), optional ``split_tasks.json`` and ``policy.md``;
-* tau-bench v1: ``flights.json``, ``users.json``, ``reservations.json`` and ``tasks.json`` (or
-  ``tasks_<split>.json``) holding ``{user_id, instruction, actions: [{name, kwargs}], outputs}``.
+* tau2-bench (``tau2``): ``db.json`` (``flights``, ``users``, ``reservations``), ``tasks.json`` (tau2
+  tasks or our Task records), optional ``split_tasks.json``, and ``policy.md``. Other task sets the
+  current tau2 repository keeps beside ``tasks.json`` (``tasks_voice.json``) are not text tasks and
+  are ignored;
+* tau-bench v1 (``tau-bench``): ``flights.json``, ``users.json`` (keyed by user id; its rows have no
+  ``user_id`` field), ``reservations.json``, tasks as published (``tasks_test.py``, read as data) or the
+  same records in JSON, and ``wiki.md`` (or ``policy.md``) as the policy.
+
+Rows are kept exactly as read under ``tau-bench`` and normalised through tau2's record types otherwise.
+``semantics=`` forces a profile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from apigen_envs.db import IndexSpec, Snapshot
-from apigen_envs.domain import Domain, load_tasks, read_json, validate_rows
+from apigen_envs.domain import (
+    Domain,
+    check_gold_actions,
+    load_tasks,
+    read_json,
+    read_policy,
+    table_rows,
+    unique_tasks,
+)
 from apigen_envs.errors import DataFileError
-from apigen_envs.task import Task
+from apigen_envs.peer_tasks import load_v1_tasks, read_splits, split_of, tau2_task, v1_task_files
+from apigen_envs.semantics import Semantics, resolve
+from apigen_envs.task import Action, Task
 
 from .airports import AIRPORTS, CITY_BY_CODE
-from .models import Airport, Flight, Reservation, User
-from .peer import tau2_splits, tau2_task, v1_tables, v1_task
+from .models import TABLES
 from .tools import build_tools, index_keys
 
-DATA = Path(__file__).parent / "data"
-PRIMARY_KEYS: Mapping[str, str] = MappingProxyType(
-    {"flights": "flight_number", "users": "user_id", "reservations": "reservation_id"}
-)
-_V1_TABLES = ("flights.json", "users.json", "reservations.json")
+PACKAGE = Path(__file__).parent
+DATA = PACKAGE / "data"
+POLICY = PACKAGE / "policy.md"
+NAME = "airline"
+_V1_TABLES = tuple(f"{name}.json" for name in TABLES)
 
 
-def build_snapshot(raw: Mapping[str, Any], source: Path) -> Snapshot:
+def build_snapshot(raw: Any, source: Path, *, normalize: bool = True, fill_key: bool = False) -> Snapshot:
     """Validate a DB in tau2 ``db.json`` shape into a :class:`Snapshot` with the tools' indexes.
 
     Args:
         raw: {"flights": {...}, "users": {...}, "reservations": {...}}.
         source: The file the data came from (named in errors).
+        normalize: Normalise rows through tau2's record types (False keeps them exactly as read).
+        fill_key: Rows may lack their key field (tau-bench v1 ``users.json``).
 
     Returns:
         The snapshot.
@@ -49,71 +65,78 @@ def build_snapshot(raw: Mapping[str, Any], source: Path) -> Snapshot:
     """
     if not isinstance(raw, Mapping):
         raise DataFileError(f"{source}: expected a JSON object with flights, users and reservations")
-    tables = {}
-    for name, model in (("flights", Flight), ("users", User), ("reservations", Reservation)):
-        rows = raw.get(name)
-        if not isinstance(rows, Mapping):
-            raise DataFileError(f"{source}: table {name!r} is missing or not an object keyed by id")
-        tables[name] = validate_rows(source, rows.items(), model)
-        pk = PRIMARY_KEYS[name]
-        for key, record in tables[name].items():
-            if getattr(record, pk) != key:
-                raise DataFileError(
-                    f"{source}: row {key!r} of {name}: key differs from its {pk} {getattr(record, pk)!r}"
-                )
+    missing = [name for name in TABLES if name not in raw]
+    if missing:
+        raise DataFileError(f"{source}: missing table(s) {missing}; expected {list(TABLES)}")
+    tables = {
+        name: table_rows(source, name, raw[name], model, key, normalize=normalize, fill_key=fill_key)
+        for name, (model, key) in TABLES.items()
+    }
     indexes = tuple(IndexSpec(table, name, key) for table, name, key in index_keys())
-    return Snapshot(tables, PRIMARY_KEYS, indexes)
+    return Snapshot(tables, indexes)
 
 
-def served_airports(snapshot: Snapshot) -> tuple[Airport, ...]:
-    """Airports the snapshot's flights serve, in :data:`AIRPORTS` order, unknown codes last."""
-    codes = {code for f in snapshot.tables["flights"].values() for code in (f.origin, f.destination)}
-    known = [Airport(iata=code, city=city) for code, city in AIRPORTS if code in codes]
-    extra = [Airport(iata=code, city=CITY_BY_CODE.get(code, code)) for code in sorted(codes - set(CITY_BY_CODE))]
+def served_airports(snapshot: Snapshot) -> tuple[tuple[str, str], ...]:
+    """(code, city) of the airports the snapshot's flights serve, in :data:`AIRPORTS` order, others last."""
+    codes = {code for f in snapshot.tables["flights"].values() for code in (f["origin"], f["destination"])}
+    known = [(code, city) for code, city in AIRPORTS if code in codes]
+    extra = [(code, CITY_BY_CODE.get(code, code)) for code in sorted(codes - set(CITY_BY_CODE))]
     return (*known, *extra)
 
 
-def _convert(splits: dict[str, str]) -> Any:
+def _user_of(actions: Sequence[Action], stated: str | None) -> str | None:
+    if stated:
+        return stated
+    for action in actions:
+        if isinstance(action.arguments.get("user_id"), str):
+            return action.arguments["user_id"]
+    return None
+
+
+def _task_reader(splits: Mapping[str, str]) -> Any:
     def convert(item: Any, number: int) -> Task:
-        if not isinstance(item, dict):
+        if not isinstance(item, Mapping):
             raise TypeError(f"expected an object, got {type(item).__name__}")
         if "user_scenario" in item or "evaluation_criteria" in item:
-            return tau2_task(item, number, splits)
+            return tau2_task(item, NAME, splits, _user_of)
         if "scenario" in item:
-            return Task.model_validate({"domain": "airline", **item})
-        if "instruction" in item:
-            return v1_task(item, number, splits.get(str(item.get("id", number)), "test"))
-        raise KeyError("not a tau2, tau-bench v1 or apigen task (no user_scenario, scenario or instruction)")
+            return Task.model_validate({"domain": NAME, **item})
+        raise KeyError("not a tau2 or apigen task (no user_scenario or scenario)")
 
     return convert
 
 
-def _tasks(root: Path) -> tuple[list[Task], dict[str, tuple[str, ...]]]:
-    split_file = root / "split_tasks.json"
-    splits = tau2_splits(split_file) if split_file.exists() else {}
-    by_task: dict[str, str] = {}
-    for split in ("base", *[s for s in splits if s != "base"]):
-        for task_id in splits.get(split, ()):
-            by_task[task_id] = split
-    tasks: list[Task] = []
-    if (root / "tasks.json").exists() or not list(root.glob("tasks_*.json")):
-        tasks.extend(load_tasks(root / "tasks.json", "airline", _convert(by_task)))
-    for path in sorted(root.glob("tasks_*.json")):
-        split = path.stem.removeprefix("tasks_")
-        tasks.extend(load_tasks(path, "airline", lambda item, n, s=split: v1_task(item, n, s)))
-    seen: set[str] = set()
-    for task in tasks:
-        if task.id in seen:
-            raise DataFileError(f"{root}: duplicate task id {task.id!r}")
-        seen.add(task.id)
-    return tasks, {k: tuple(i for i in v if i in seen) for k, v in splits.items()}
+def _domain(
+    snapshot: Snapshot,
+    tasks: list[Task],
+    splits: Mapping[str, Sequence[str]],
+    policy: str,
+    source: str,
+    semantics: Semantics,
+    task_file: Path,
+) -> Domain:
+    tools = build_tools(semantics, served_airports(snapshot))
+    by_id = unique_tasks(Path(source), tasks)
+    check_gold_actions(task_file, by_id.values(), tools)
+    return Domain(
+        name=NAME,
+        snapshot=snapshot,
+        tools=tools,
+        policy=policy,
+        tasks=by_id,
+        splits={k: tuple(i for i in v if i in by_id) for k, v in splits.items() if any(i in by_id for i in v)},
+        source=source,
+        semantics=semantics,
+    )
 
 
-def load(data_dir: Path | None = None) -> Domain:
+def load(data_dir: Path | None = None, semantics: Semantics | str | None = None) -> Domain:
     """Load the airline domain.
 
     Args:
         data_dir: A tau2 or tau-bench v1 data directory (see the module docstring); embedded data if None.
+        semantics: Force a semantics profile (default: ``apigen`` for the embedded data, else the layout's
+            peer).
 
     Returns:
         The domain.
@@ -124,35 +147,32 @@ def load(data_dir: Path | None = None) -> Domain:
     """
     root = Path(data_dir) if data_dir is not None else DATA
     if not root.is_dir():
-        raise DataFileError(f"{root}: data directory not found")
-    if (root / "db.json").exists():
-        source = root / "db.json"
-        raw = read_json(source)
-    elif all((root / name).exists() for name in _V1_TABLES):
-        source = root
-        raw = v1_tables(root)
-    else:
-        raise DataFileError(
-            f"{root}: no airline data found; expected db.json (tau2 layout) or "
-            f"{', '.join(_V1_TABLES)} (tau-bench v1 layout)"
+        raise DataFileError(f"{root}: airline data directory not found")
+    source = "embedded" if data_dir is None else str(root)
+    if (root / "db.json").is_file():
+        profile = resolve(semantics, "apigen" if data_dir is None else "tau2")
+        snapshot = build_snapshot(read_json(root / "db.json"), root / "db.json", normalize=profile.name != "tau-bench")
+        splits = read_splits(root / "split_tasks.json") if (root / "split_tasks.json").is_file() else {}
+        task_file = root / "tasks.json"
+        tasks = load_tasks(task_file, NAME, _task_reader(split_of(splits))) if task_file.is_file() else []
+        policy = read_policy(POLICY if data_dir is None else root / "policy.md")
+        return _domain(snapshot, tasks, splits, policy, source, profile, task_file)
+    if all((root / name).is_file() for name in _V1_TABLES):
+        profile = resolve(semantics, "tau-bench")
+        raw = {name: read_json(root / f"{name}.json") for name in TABLES}
+        snapshot = build_snapshot(raw, root, normalize=profile.name != "tau-bench", fill_key=True)
+        tasks = load_v1_tasks(root, NAME)
+        by_split: dict[str, list[str]] = {}
+        for task in tasks:
+            by_split.setdefault(task.split, []).append(task.id)
+        policy_file = next((p for p in (root / "wiki.md", root / "policy.md") if p.is_file()), root / "wiki.md")
+        files = v1_task_files(root)
+        return _domain(
+            snapshot, tasks, by_split, read_policy(policy_file), source, profile, files[0][0] if files else root
         )
-    snapshot = build_snapshot(raw, source)
-    tasks, splits = _tasks(root)
-    policy_file = root / "policy.md"
-    if not policy_file.exists():
-        policy_file = DATA.parent / "policy.md"
-    try:
-        policy = policy_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataFileError(f"{policy_file}: cannot read ({exc})") from None
-    return Domain(
-        name="airline",
-        snapshot=snapshot,
-        tools=build_tools(served_airports(snapshot)),
-        policy=policy,
-        tasks={t.id: t for t in tasks},
-        splits=splits,
-        source="embedded" if data_dir is None else str(data_dir),
+    raise DataFileError(
+        f"{root}: no airline data found; expected db.json (tau2 layout) or "
+        f"{', '.join(_V1_TABLES)} (tau-bench v1 layout)"
     )
 
 

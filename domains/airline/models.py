@@ -1,37 +1,48 @@
-"""Typed records of the airline domain.
+"""Record types of the airline domain: the schema of every row, and the types tau2's tools build.
 
-The JSON dump of every table has the same shape as tau2-bench's airline ``db.json`` (``flights``,
-``users``, ``reservations`` keyed by id), so data round-trips between the two suites unchanged.
+Rows live in the database as plain JSON (see :mod:`apigen_envs.db`); these models validate data on load,
+normalise rows the way tau2 does, and are the very objects tau2's tools build from the agent's arguments
+(a flight segment, a passenger, a payment, a reservation), so a value tau2 would refuse is refused here
+with the same message. Class names, field names, field order and types follow tau2-bench's airline
+records (including its ``FlightDataStatus...`` spelling).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from apigen_envs.db import FrozenMap, Record
-
-Cabin = Literal["basic_economy", "economy", "business"]
-"""Cabin classes, cheapest first."""
-FlightType = Literal["one_way", "round_trip"]
+Cabin = Literal["business", "economy", "basic_economy"]
+"""Cabin classes."""
+FlightType = Literal["round_trip", "one_way"]
 """Trip shape of a reservation."""
 Insurance = Literal["yes", "no"]
 """Whether travel insurance was bought."""
-Membership = Literal["regular", "silver", "gold"]
+Membership = Literal["gold", "silver", "regular"]
 """Frequent-flyer tier."""
 
-CABINS: tuple[Cabin, ...] = ("basic_economy", "economy", "business")
+CABINS: tuple[str, ...] = ("basic_economy", "economy", "business")
+"""Cabin classes, cheapest first."""
 
 
-class Name(Record):
+class AirportCode(BaseModel):
+    """An airport served by the airline."""
+
+    iata: str
+    city: str
+
+
+class Name(BaseModel):
     """A person's name."""
 
     first_name: str
     last_name: str
 
 
-class Address(Record):
+class Address(BaseModel):
     """A postal address."""
 
     address1: str
@@ -42,7 +53,14 @@ class Address(Record):
     zip: str
 
 
-class CreditCard(Record):
+class Payment(BaseModel):
+    """One payment (positive) or refund (negative) on a reservation, in whole dollars."""
+
+    payment_id: str
+    amount: int
+
+
+class CreditCard(BaseModel):
     """A saved credit card (charged without a balance limit)."""
 
     source: Literal["credit_card"]
@@ -51,7 +69,7 @@ class CreditCard(Record):
     last_four: str
 
 
-class GiftCard(Record):
+class GiftCard(BaseModel):
     """A gift card with a remaining balance in dollars."""
 
     source: Literal["gift_card"]
@@ -59,7 +77,7 @@ class GiftCard(Record):
     amount: float
 
 
-class Certificate(Record):
+class Certificate(BaseModel):
     """A travel certificate: a one-time voucher worth ``amount`` dollars."""
 
     source: Literal["certificate"]
@@ -67,11 +85,7 @@ class Certificate(Record):
     amount: float
 
 
-PaymentMethod = Annotated[CreditCard | GiftCard | Certificate, Field(discriminator="source")]
-"""Any saved payment method, told apart by ``source``."""
-
-
-class Passenger(Record):
+class Passenger(BaseModel):
     """A traveller on a reservation or saved in a profile."""
 
     first_name: str
@@ -79,41 +93,15 @@ class Passenger(Record):
     dob: str
 
 
-class User(Record):
-    """A customer profile."""
-
-    user_id: str
-    name: Name
-    address: Address
-    email: str
-    dob: str
-    payment_methods: FrozenMap[str, PaymentMethod]
-    saved_passengers: tuple[Passenger, ...] = ()
-    membership: Membership
-    reservations: tuple[str, ...] = ()
-
-
-class SeatsByCabin(Record):
-    """An integer per cabin class (seats left, or prices in dollars)."""
-
-    basic_economy: int
-    economy: int
-    business: int
-
-    def of(self, cabin: Cabin) -> int:
-        """The value for one cabin."""
-        return int(getattr(self, cabin))
-
-
-class DateAvailable(Record):
+class FlightDateStatusAvailable(BaseModel):
     """A future departure that can still be booked."""
 
     status: Literal["available"]
-    available_seats: SeatsByCabin
-    prices: SeatsByCabin
+    available_seats: dict[Cabin, int]
+    prices: dict[Cabin, int]
 
 
-class DateOnTime(Record):
+class FlightDataStatusOnTime(BaseModel):
     """A departure expected on schedule (today, not yet departed)."""
 
     status: Literal["on time"]
@@ -121,15 +109,7 @@ class DateOnTime(Record):
     estimated_arrival_time_est: str
 
 
-class DateDelayed(Record):
-    """A departure running late."""
-
-    status: Literal["delayed"]
-    estimated_departure_time_est: str
-    estimated_arrival_time_est: str
-
-
-class DateFlying(Record):
+class FlightDataStatusFlying(BaseModel):
     """A flight in the air."""
 
     status: Literal["flying"]
@@ -137,7 +117,7 @@ class DateFlying(Record):
     estimated_arrival_time_est: str
 
 
-class DateLanded(Record):
+class FlightDateStatusLanded(BaseModel):
     """A completed flight."""
 
     status: Literal["landed"]
@@ -145,20 +125,32 @@ class DateLanded(Record):
     actual_arrival_time_est: str
 
 
-class DateCancelled(Record):
+class FlightDateStatusCancelled(BaseModel):
     """A cancelled departure."""
 
     status: Literal["cancelled"]
 
 
-FlightDate = Annotated[
-    DateAvailable | DateOnTime | DateDelayed | DateFlying | DateLanded | DateCancelled,
-    Field(discriminator="status"),
-]
-"""The state of one flight on one date, told apart by ``status``."""
+class FlightDateStatusDelayed(BaseModel):
+    """A departure running late."""
+
+    status: Literal["delayed"]
+    estimated_departure_time_est: str
+    estimated_arrival_time_est: str
 
 
-class Flight(Record):
+FlightDateStatus = (
+    FlightDateStatusAvailable
+    | FlightDateStatusLanded
+    | FlightDateStatusCancelled
+    | FlightDateStatusDelayed
+    | FlightDataStatusFlying
+    | FlightDataStatusOnTime
+)
+"""The state of one flight on one date."""
+
+
+class Flight(BaseModel):
     """A scheduled route flown daily, with its state per date."""
 
     flight_number: str
@@ -166,27 +158,55 @@ class Flight(Record):
     destination: str
     scheduled_departure_time_est: str
     scheduled_arrival_time_est: str
-    dates: FrozenMap[str, FlightDate]
+    dates: dict[str, FlightDateStatus]
 
 
-class ReservationFlight(Record):
-    """One flight segment of a reservation, with the per-passenger price paid."""
+class DirectFlight(BaseModel):
+    """A bookable flight found by a search (the shape tau2 returns)."""
 
+    flight_number: str
     origin: str
     destination: str
+    status: Literal["available"]
+    scheduled_departure_time_est: str
+    scheduled_arrival_time_est: str
+    date: str | None = None
+    available_seats: dict[Cabin, int]
+    prices: dict[Cabin, int]
+
+
+class ReservationFlight(BaseModel):
+    """One flight segment of a reservation, with the per-passenger price paid."""
+
     flight_number: str
+    origin: str
+    destination: str
     date: str
     price: int
 
 
-class Payment(Record):
-    """One payment (positive) or refund (negative) on a reservation."""
+class FlightInfo(BaseModel):
+    """A flight segment to book: flight number and date."""
 
-    payment_id: str
-    amount: int
+    flight_number: str = Field(description="Flight number, such as 'HAT001'.")
+    date: str = Field(description="The date of the flight as 'YYYY-MM-DD', such as '2024-05-01'.")
 
 
-class Reservation(Record):
+class User(BaseModel):
+    """A customer profile."""
+
+    user_id: str
+    name: Name
+    address: Address
+    email: str
+    dob: str
+    payment_methods: dict[str, CreditCard | GiftCard | Certificate]
+    saved_passengers: list[Passenger]
+    membership: Membership
+    reservations: list[str]
+
+
+class Reservation(BaseModel):
     """A booking: who flies, on which segments, in which cabin, and how it was paid."""
 
     reservation_id: str
@@ -195,9 +215,9 @@ class Reservation(Record):
     destination: str
     flight_type: FlightType
     cabin: Cabin
-    flights: tuple[ReservationFlight, ...]
-    passengers: tuple[Passenger, ...]
-    payment_history: tuple[Payment, ...]
+    flights: list[ReservationFlight]
+    passengers: list[Passenger]
+    payment_history: list[Payment]
     created_at: str
     total_baggages: int
     nonfree_baggages: int
@@ -205,51 +225,23 @@ class Reservation(Record):
     status: Literal["cancelled"] | None = None
 
 
-# ---------------------------------------------------------------- tool argument and result objects
-
-
-class _Arg(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class FlightInfo(_Arg):
-    """A flight segment to book: flight number and date."""
-
-    flight_number: str = Field(description="Flight number, such as 'HAT001'.")
-    date: str = Field(description="Departure date as 'YYYY-MM-DD', such as '2024-05-01'.")
-
-
-class PassengerInfo(_Arg):
-    """A traveller's name and date of birth."""
+# ---------------------------------------------------------------- schema-only argument types
+class PassengerInfo(BaseModel):
+    """A traveller's name and date of birth (a tool argument)."""
 
     first_name: str = Field(description="First name, such as 'Noah'.")
     last_name: str = Field(description="Last name, such as 'Brown'.")
     dob: str = Field(description="Date of birth as 'YYYY-MM-DD', such as '1990-01-01'.")
 
 
-class PaymentInfo(_Arg):
-    """How much to charge to one saved payment method."""
+class PaymentInfo(BaseModel):
+    """How much to charge to one saved payment method (a tool argument)."""
 
     payment_id: str = Field(description="A payment method id from the user's profile, such as 'credit_card_7815826'.")
-    amount: int = Field(description="The amount in whole dollars to charge to this payment method.")
+    amount: float = Field(description="The amount in dollars to charge to this payment method.")
 
 
-class DirectFlight(BaseModel):
-    """A bookable flight found by a search (the shape tau2-bench returns)."""
-
-    flight_number: str
-    origin: str
-    destination: str
-    status: Literal["available"] = "available"
-    scheduled_departure_time_est: str
-    scheduled_arrival_time_est: str
-    date: str | None = None
-    available_seats: SeatsByCabin
-    prices: SeatsByCabin
-
-
-class Airport(BaseModel):
-    """An airport served by the airline."""
-
-    iata: str
-    city: str
+TABLES: Mapping[str, tuple[type[BaseModel], str]] = MappingProxyType(
+    {"flights": (Flight, "flight_number"), "users": (User, "user_id"), "reservations": (Reservation, "reservation_id")}
+)
+"""Table name -> (row model, key field), in ``db.json`` order."""

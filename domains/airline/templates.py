@@ -29,8 +29,11 @@ from apigen_envs.task import Action, Task, UserScenario
 from apigen_envs.verify import replay
 
 from .airports import CITY_BY_CODE
-from .models import CABINS, CreditCard, DateAvailable, GiftCard, Reservation, User
+from .models import CABINS
 from .tools import NOW, build_tools
+
+Row = dict[str, Any]
+"""A DB row as read from the snapshot (shared: never mutated here)."""
 
 INTENTS: tuple[str, ...] = (
     "book_one_way",
@@ -74,84 +77,100 @@ def _when(day: str) -> str:
     return date.fromisoformat(day).strftime("%B %-d, %Y")
 
 
-def _pick(rng: random.Random, table: Any, keep: Callable[[Any], bool], tries: int = 200) -> Any | None:
+def _pick_key(rng: random.Random, table: Any, keep: Callable[[Any], bool], tries: int = 200) -> str | None:
     keys = tuple(table)
     for _ in range(min(tries, len(keys))):
-        record = table[rng.choice(keys)]
-        if keep(record):
-            return record
+        key = rng.choice(keys)
+        if keep(table[key]):
+            return key
     return None
 
 
-def _future(snapshot: Snapshot, res: Reservation) -> bool:
+def _pick(rng: random.Random, table: Any, keep: Callable[[Any], bool], tries: int = 200) -> Any | None:
+    key = _pick_key(rng, table, keep, tries)
+    return table[key] if key is not None else None
+
+
+def _available(state: Any) -> bool:
+    """Whether a flight's entry for a date can still be booked."""
+    return isinstance(state, dict) and state.get("status") == "available"
+
+
+def _future(snapshot: Snapshot, res: Row) -> bool:
     """Every segment is still bookable-state (not flown, not today) and the reservation is active."""
-    if res.status == "cancelled":
+    if res.get("status") == "cancelled":
         return False
     flights = snapshot.tables["flights"]
-    for seg in res.flights:
-        flight = flights.get(seg.flight_number)
-        if flight is None or not isinstance(flight.dates.get(seg.date), DateAvailable):
+    for seg in res["flights"]:
+        flight = flights.get(seg["flight_number"])
+        if flight is None or not _available(flight["dates"].get(seg["date"])):
             return False
     return True
 
 
-def _card(user: User, rng: random.Random, need: int = 0) -> tuple[str, str] | None:
+def _card(user: Row, rng: random.Random, need: int = 0) -> tuple[str, str] | None:
     """A saved credit card, or a gift card holding ``need`` dollars: (id, how the user describes it)."""
     options: list[tuple[str, str]] = []
-    for method in user.payment_methods.values():
-        if isinstance(method, CreditCard):
-            options.append((method.id, f"your {method.brand} credit card ending in {method.last_four}"))
-        elif isinstance(method, GiftCard) and method.amount >= need:
-            options.append((method.id, f"your gift card ({method.id})"))
+    for method_id, method in user["payment_methods"].items():
+        if method["source"] == "credit_card":
+            options.append((method_id, f"your {method['brand']} credit card ending in {method['last_four']}"))
+        elif method["source"] == "gift_card" and method["amount"] >= need:
+            options.append((method_id, f"your gift card ({method_id})"))
     return rng.choice(options) if options else None
 
 
-def _name(user: User) -> str:
-    return f"{user.name.first_name} {user.name.last_name}"
+def _name(user: Row) -> str:
+    return f"{user['name']['first_name']} {user['name']['last_name']}"
 
 
 def _book(snapshot: Snapshot, rng: random.Random, round_trip: bool) -> Proposal | None:
     flights = snapshot.tables["flights"]
-    user = _pick(rng, snapshot.tables["users"], lambda u: _card(u, rng) is not None)
-    if user is None:
+    users = snapshot.tables["users"]
+    user_id = _pick_key(rng, users, lambda u: _card(u, rng) is not None)
+    if user_id is None:
         return None
+    user = users[user_id]
     out_flight = flights[rng.choice(tuple(flights))]
-    bookable_days = [d for d, s in out_flight.dates.items() if isinstance(s, DateAvailable) and d > TODAY]
+    bookable_days = [d for d, s in out_flight["dates"].items() if _available(s) and d > TODAY]
     if not bookable_days:
         return None
     day = rng.choice(bookable_days)
     cabin = rng.choice(CABINS)
-    people = [{"first_name": user.name.first_name, "last_name": user.name.last_name, "dob": user.dob}]
-    if user.saved_passengers and rng.random() < 0.5:
-        companion = user.saved_passengers[0]
-        people.append(companion.model_dump())
+    people = [{"first_name": user["name"]["first_name"], "last_name": user["name"]["last_name"], "dob": user["dob"]}]
+    if user["saved_passengers"] and rng.random() < 0.5:
+        companion = user["saved_passengers"][0]
+        people.append({k: companion[k] for k in ("first_name", "last_name", "dob")})
     legs = [(out_flight, day)]
     if round_trip:
         back = sorted(
-            (f for f in flights.values() if f.origin == out_flight.destination and f.destination == out_flight.origin),
-            key=lambda f: f.flight_number,
+            (
+                f
+                for f in flights.values()
+                if f["origin"] == out_flight["destination"] and f["destination"] == out_flight["origin"]
+            ),
+            key=lambda f: f["flight_number"],
         )
-        later = [(f, d) for f in back for d, s in f.dates.items() if isinstance(s, DateAvailable) and d > day]
+        later = [(f, d) for f in back for d, s in f["dates"].items() if _available(s) and d > day]
         if not later:
             return None
         legs.append(rng.choice(later))
     price = 0
     for flight, d in legs:
-        state = flight.dates[d]
-        if state.available_seats.of(cabin) < len(people):
+        state = flight["dates"][d]
+        if state["available_seats"][cabin] < len(people):
             return None
         # Ambiguity guard: the user names the departure time, so it must pick one flight on that route.
         twins = [
             f
             for f in flights.values()
-            if f.origin == flight.origin
-            and f.destination == flight.destination
-            and f.scheduled_departure_time_est == flight.scheduled_departure_time_est
+            if f["origin"] == flight["origin"]
+            and f["destination"] == flight["destination"]
+            and f["scheduled_departure_time_est"] == flight["scheduled_departure_time_est"]
         ]
         if len(twins) > 1:
             return None
-        price += state.prices.of(cabin) * len(people)
-    free = FREE_BAGS[user.membership][cabin] * len(people)
+        price += state["prices"][cabin] * len(people)
+    free = FREE_BAGS[user["membership"]][cabin] * len(people)
     bags = rng.randint(0, free + 1)
     nonfree = max(0, bags - free)
     insurance = rng.choice(("yes", "no"))
@@ -159,30 +178,33 @@ def _book(snapshot: Snapshot, rng: random.Random, round_trip: bool) -> Proposal 
     card = _card(user, rng, total)
     if card is None:
         return None
-    origin, destination = out_flight.origin, out_flight.destination
+    origin, destination = out_flight["origin"], out_flight["destination"]
     args = {
-        "user_id": user.user_id,
+        "user_id": user_id,
         "origin": origin,
         "destination": destination,
         "flight_type": "round_trip" if round_trip else "one_way",
         "cabin": cabin,
-        "flights": [{"flight_number": f.flight_number, "date": d} for f, d in legs],
+        "flights": [{"flight_number": f["flight_number"], "date": d} for f, d in legs],
         "passengers": people,
         "payment_methods": [{"payment_id": card[0], "amount": total}],
         "total_baggages": bags,
         "nonfree_baggages": nonfree,
         "insurance": insurance,
     }
-    actions = [Action(name="get_user_details", arguments={"user_id": user.user_id})]
+    actions = [Action(name="get_user_details", arguments={"user_id": user_id})]
     for f, d in legs:
         actions.append(
-            Action(name="search_direct_flight", arguments={"origin": f.origin, "destination": f.destination, "date": d})
+            Action(
+                name="search_direct_flight",
+                arguments={"origin": f["origin"], "destination": f["destination"], "date": d},
+            )
         )
     actions.append(Action(name="book_reservation", arguments=args))
     trip = "a round trip" if round_trip else "a one-way trip"
     legs_text = "; ".join(
-        f"the direct flight from {_city(f.origin)} to {_city(f.destination)} on {_when(d)} leaving at "
-        f"{f.scheduled_departure_time_est[:5]}"
+        f"the direct flight from {_city(f['origin'])} to {_city(f['destination'])} on {_when(d)} leaving at "
+        f"{f['scheduled_departure_time_est'][:5]}"
         for f, d in legs
     )
     who = (
@@ -196,7 +218,7 @@ def _book(snapshot: Snapshot, rng: random.Random, round_trip: bool) -> Proposal 
         f"{' and are fine paying for bags beyond the free allowance' if nonfree else ''}, and you "
         f"{'want' if insurance == 'yes' else 'do not want'} travel insurance. Pay everything with {card[1]}."
     )
-    known = f"You are {_name(user)}, user id {user.user_id}, date of birth {user.dob}."
+    known = f"You are {_name(user)}, user id {user_id}, date of birth {user['dob']}."
     return want, {"known_info": known, "reason_for_call": want}, actions, []
 
 
@@ -204,30 +226,31 @@ def _cancel(snapshot: Snapshot, rng: random.Random) -> Proposal | None:
     users = snapshot.tables["users"]
     day_ago = "2024-05-14T15:00:00"
 
-    def reason(res: Reservation) -> str | None:
-        if res.created_at >= day_ago:
+    def reason(res: Row) -> str | None:
+        if res["created_at"] >= day_ago:
             return "You booked it yesterday and your plans changed."
-        if res.cabin == "business":
+        if res["cabin"] == "business":
             return "Your plans changed, so you no longer need it."
-        if res.insurance == "yes":
+        if res["insurance"] == "yes":
             return "You are sick and cannot travel; you bought travel insurance with it."
         return None
 
     res = _pick(rng, snapshot.tables["reservations"], lambda r: _future(snapshot, r) and reason(r) is not None)
     if res is None:
         return None
-    user = users[res.user_id]
+    user_id, reservation_id = res["user_id"], res["reservation_id"]
+    user = users[user_id]
     why = reason(res)
     want = (
-        f"You want to cancel your reservation {res.reservation_id} from {_city(res.origin)} to "
-        f"{_city(res.destination)} and get a refund. {why}"
+        f"You want to cancel your reservation {reservation_id} from {_city(res['origin'])} to "
+        f"{_city(res['destination'])} and get a refund. {why}"
     )
     actions = [
-        Action(name="get_user_details", arguments={"user_id": user.user_id}),
-        Action(name="get_reservation_details", arguments={"reservation_id": res.reservation_id}),
-        Action(name="cancel_reservation", arguments={"reservation_id": res.reservation_id}),
+        Action(name="get_user_details", arguments={"user_id": user_id}),
+        Action(name="get_reservation_details", arguments={"reservation_id": reservation_id}),
+        Action(name="cancel_reservation", arguments={"reservation_id": reservation_id}),
     ]
-    known = f"You are {_name(user)}, user id {user.user_id}. The reservation id is {res.reservation_id}."
+    known = f"You are {_name(user)}, user id {user_id}. The reservation id is {reservation_id}."
     return want, {"known_info": known, "reason_for_call": want}, actions, []
 
 
@@ -237,24 +260,28 @@ def _change_flights(snapshot: Snapshot, rng: random.Random) -> Proposal | None:
         rng,
         snapshot.tables["reservations"],
         lambda r: (
-            _future(snapshot, r) and r.cabin != "basic_economy" and r.flight_type == "one_way" and len(r.flights) == 1
+            _future(snapshot, r)
+            and r["cabin"] != "basic_economy"
+            and r["flight_type"] == "one_way"
+            and len(r["flights"]) == 1
         ),
     )
     if res is None:
         return None
-    seg = res.flights[0]
-    user = snapshot.tables["users"][res.user_id]
-    n = len(res.passengers)
+    seg = res["flights"][0]
+    cabin = res["cabin"]
+    user = snapshot.tables["users"][res["user_id"]]
+    n = len(res["passengers"])
     options = [
         (f, d)
-        for f in sorted(flights.values(), key=lambda f: f.flight_number)
-        if f.origin == seg.origin and f.destination == seg.destination
-        for d, s in f.dates.items()
-        if isinstance(s, DateAvailable)
+        for f in sorted(flights.values(), key=lambda f: f["flight_number"])
+        if f["origin"] == seg["origin"] and f["destination"] == seg["destination"]
+        for d, s in f["dates"].items()
+        if _available(s)
         and d > TODAY
-        and (f.flight_number, d) != (seg.flight_number, seg.date)
-        and s.available_seats.of(res.cabin) >= n
-        and d != seg.date
+        and (f["flight_number"], d) != (seg["flight_number"], seg["date"])
+        and s["available_seats"][cabin] >= n
+        and d != seg["date"]
     ]
     if not options:
         return None
@@ -262,69 +289,71 @@ def _change_flights(snapshot: Snapshot, rng: random.Random) -> Proposal | None:
     same_day = [f for f, d in options if d == new_day]
     if len(same_day) > 1:
         return None  # the user names only the date, so it must pick one flight
-    diff = (new_flight.dates[new_day].prices.of(res.cabin) - seg.price) * n
+    diff = (new_flight["dates"][new_day]["prices"][cabin] - seg["price"]) * n
     card = _card(user, rng, max(0, diff))
     if card is None:
         return None
+    reservation_id = res["reservation_id"]
     want = (
-        f"Your reservation {res.reservation_id} flies from {_city(seg.origin)} to {_city(seg.destination)} on "
-        f"{_when(seg.date)}. You want to move it to the direct flight on {_when(new_day)} instead, keeping the same "
-        f"cabin. Pay or receive any fare difference with {card[1]}."
+        f"Your reservation {reservation_id} flies from {_city(seg['origin'])} to {_city(seg['destination'])} on "
+        f"{_when(seg['date'])}. You want to move it to the direct flight on {_when(new_day)} instead, keeping the "
+        f"same cabin. Pay or receive any fare difference with {card[1]}."
     )
     actions = [
-        Action(name="get_reservation_details", arguments={"reservation_id": res.reservation_id}),
+        Action(name="get_reservation_details", arguments={"reservation_id": reservation_id}),
         Action(
             name="search_direct_flight",
-            arguments={"origin": seg.origin, "destination": seg.destination, "date": new_day},
+            arguments={"origin": seg["origin"], "destination": seg["destination"], "date": new_day},
         ),
         Action(
             name="update_reservation_flights",
             arguments={
-                "reservation_id": res.reservation_id,
-                "cabin": res.cabin,
-                "flights": [{"flight_number": new_flight.flight_number, "date": new_day}],
+                "reservation_id": reservation_id,
+                "cabin": cabin,
+                "flights": [{"flight_number": new_flight["flight_number"], "date": new_day}],
                 "payment_id": card[0],
             },
         ),
     ]
-    known = f"You are {_name(user)}, user id {user.user_id}. The reservation id is {res.reservation_id}."
+    known = f"You are {_name(user)}, user id {res['user_id']}. The reservation id is {reservation_id}."
     return want, {"known_info": known, "reason_for_call": want}, actions, []
 
 
 def _change_cabin(snapshot: Snapshot, rng: random.Random) -> Proposal | None:
     flights = snapshot.tables["flights"]
-    res = _pick(rng, snapshot.tables["reservations"], lambda r: _future(snapshot, r) and r.cabin != "business")
+    res = _pick(rng, snapshot.tables["reservations"], lambda r: _future(snapshot, r) and r["cabin"] != "business")
     if res is None:
         return None
-    new_cabin = CABINS[CABINS.index(res.cabin) + 1]
-    n = len(res.passengers)
+    new_cabin = CABINS[CABINS.index(res["cabin"]) + 1]
+    n = len(res["passengers"])
     cost = 0
-    for seg in res.flights:
-        state = flights[seg.flight_number].dates[seg.date]
-        if state.available_seats.of(new_cabin) < n:
+    for seg in res["flights"]:
+        state = flights[seg["flight_number"]]["dates"][seg["date"]]
+        if state["available_seats"][new_cabin] < n:
             return None
-        cost += (state.prices.of(new_cabin) - seg.price) * n
-    user = snapshot.tables["users"][res.user_id]
+        cost += (state["prices"][new_cabin] - seg["price"]) * n
+    user = snapshot.tables["users"][res["user_id"]]
     card = _card(user, rng, max(0, cost))
     if card is None:
         return None
+    reservation_id = res["reservation_id"]
     want = (
-        f"You want to upgrade every flight of reservation {res.reservation_id} to {_CABIN_WORDS[new_cabin]}, "
+        f"You want to upgrade every flight of reservation {reservation_id} to {_CABIN_WORDS[new_cabin]}, "
         f"keeping the same flights. Pay the difference with {card[1]}."
     )
     actions = [
-        Action(name="get_reservation_details", arguments={"reservation_id": res.reservation_id}),
+        Action(name="get_reservation_details", arguments={"reservation_id": reservation_id}),
         Action(
             name="update_reservation_flights",
             arguments={
-                "reservation_id": res.reservation_id,
+                "reservation_id": reservation_id,
                 "cabin": new_cabin,
-                "flights": [{"flight_number": s.flight_number, "date": s.date} for s in res.flights],
+                "flights": [{"flight_number": s["flight_number"], "date": s["date"]} for s in res["flights"]],
                 "payment_id": card[0],
             },
         ),
     ]
-    known = f"You are {_name(user)}, user id {user.user_id}. The reservation id is {res.reservation_id}."
+    known = f"You are {_name(user)}, user id {res['user_id']}. The reservation id is {reservation_id}."
     return want, {"known_info": known, "reason_for_call": want}, actions, []
 
 
@@ -332,63 +361,66 @@ def _add_baggage(snapshot: Snapshot, rng: random.Random) -> Proposal | None:
     res = _pick(rng, snapshot.tables["reservations"], lambda r: _future(snapshot, r))
     if res is None:
         return None
-    user = snapshot.tables["users"][res.user_id]
+    user_id, reservation_id = res["user_id"], res["reservation_id"]
+    user = snapshot.tables["users"][user_id]
     extra = rng.randint(1, 2)
-    total = res.total_baggages + extra
-    free = FREE_BAGS[user.membership][res.cabin] * len(res.passengers)
-    nonfree = max(res.nonfree_baggages, total - free)
-    card = _card(user, rng, 50 * (nonfree - res.nonfree_baggages))
+    total = res["total_baggages"] + extra
+    free = FREE_BAGS[user["membership"]][res["cabin"]] * len(res["passengers"])
+    nonfree = max(res["nonfree_baggages"], total - free)
+    card = _card(user, rng, 50 * (nonfree - res["nonfree_baggages"]))
     if card is None:
         return None
     want = (
-        f"You want to add {extra} checked bag{'s' if extra > 1 else ''} to reservation {res.reservation_id}. "
+        f"You want to add {extra} checked bag{'s' if extra > 1 else ''} to reservation {reservation_id}. "
         f"If anything must be paid, use {card[1]}."
     )
     actions = [
-        Action(name="get_user_details", arguments={"user_id": user.user_id}),
-        Action(name="get_reservation_details", arguments={"reservation_id": res.reservation_id}),
+        Action(name="get_user_details", arguments={"user_id": user_id}),
+        Action(name="get_reservation_details", arguments={"reservation_id": reservation_id}),
         Action(
             name="update_reservation_baggages",
             arguments={
-                "reservation_id": res.reservation_id,
+                "reservation_id": reservation_id,
                 "total_baggages": total,
                 "nonfree_baggages": nonfree,
                 "payment_id": card[0],
             },
         ),
     ]
-    known = f"You are {_name(user)}, user id {user.user_id}. The reservation id is {res.reservation_id}."
+    known = f"You are {_name(user)}, user id {user_id}. The reservation id is {reservation_id}."
     return want, {"known_info": known, "reason_for_call": want}, actions, []
 
 
 def _update_passengers(snapshot: Snapshot, rng: random.Random) -> Proposal | None:
     from .generate import FIRST_NAMES, LAST_NAMES
 
-    res = _pick(rng, snapshot.tables["reservations"], lambda r: _future(snapshot, r) and len(r.passengers) >= 2)
+    res = _pick(rng, snapshot.tables["reservations"], lambda r: _future(snapshot, r) and len(r["passengers"]) >= 2)
     if res is None:
         return None
-    user = snapshot.tables["users"][res.user_id]
-    index = rng.randrange(1, len(res.passengers))
-    old = res.passengers[index]
+    user_id, reservation_id = res["user_id"], res["reservation_id"]
+    user = snapshot.tables["users"][user_id]
+    index = rng.randrange(1, len(res["passengers"]))
+    old = res["passengers"][index]
     new = {
-        "first_name": rng.choice([n for n in FIRST_NAMES if n != old.first_name]),
+        "first_name": rng.choice([n for n in FIRST_NAMES if n != old["first_name"]]),
         "last_name": rng.choice(LAST_NAMES),
         "dob": date(rng.randint(1955, 2004), rng.randint(1, 12), rng.randint(1, 28)).isoformat(),
     }
-    passengers = [p.model_dump() for p in res.passengers]
+    # Fresh dicts of the schema's fields: the arguments must not alias the shared rows.
+    passengers = [{k: p[k] for k in ("first_name", "last_name", "dob")} for p in res["passengers"]]
     passengers[index] = new
     want = (
-        f"On reservation {res.reservation_id}, {old.first_name} {old.last_name} can no longer travel. You want "
+        f"On reservation {reservation_id}, {old['first_name']} {old['last_name']} can no longer travel. You want "
         f"to replace them with {new['first_name']} {new['last_name']}, born {new['dob']}. Everyone else stays."
     )
     actions = [
-        Action(name="get_reservation_details", arguments={"reservation_id": res.reservation_id}),
+        Action(name="get_reservation_details", arguments={"reservation_id": reservation_id}),
         Action(
             name="update_reservation_passengers",
-            arguments={"reservation_id": res.reservation_id, "passengers": passengers},
+            arguments={"reservation_id": reservation_id, "passengers": passengers},
         ),
     ]
-    known = f"You are {_name(user)}, user id {user.user_id}. The reservation id is {res.reservation_id}."
+    known = f"You are {_name(user)}, user id {user_id}. The reservation id is {reservation_id}."
     return want, {"known_info": known, "reason_for_call": want}, actions, []
 
 
@@ -396,60 +428,63 @@ def _compensation(snapshot: Snapshot, rng: random.Random) -> Proposal | None:
     flights = snapshot.tables["flights"]
     users = snapshot.tables["users"]
 
-    def cancelled_segment(res: Reservation) -> Any | None:
-        for seg in res.flights:
-            state = flights.get(seg.flight_number)
-            if state is not None and getattr(state.dates.get(seg.date), "status", None) == "cancelled":
+    def cancelled_segment(res: Row) -> Row | None:
+        for seg in res["flights"]:
+            flight = flights.get(seg["flight_number"])
+            state = flight["dates"].get(seg["date"]) if flight is not None else None
+            if isinstance(state, dict) and state.get("status") == "cancelled":
                 return seg
         return None
 
-    def eligible(res: Reservation) -> bool:
-        user = users.get(res.user_id)
+    def eligible(res: Row) -> bool:
+        user = users.get(res["user_id"])
         return (
-            res.status != "cancelled"
+            res.get("status") != "cancelled"
             and cancelled_segment(res) is not None
             and user is not None
-            and (user.membership != "regular" or res.insurance == "yes" or res.cabin == "business")
+            and (user["membership"] != "regular" or res["insurance"] == "yes" or res["cabin"] == "business")
         )
 
     res = _pick(rng, snapshot.tables["reservations"], eligible, tries=2000)
-    if res is None:
+    seg = cancelled_segment(res) if res is not None else None
+    if res is None or seg is None:
         return None
-    seg = cancelled_segment(res)
-    user = users[res.user_id]
-    amount = 100 * len(res.passengers)
+    user_id, reservation_id = res["user_id"], res["reservation_id"]
+    user = users[user_id]
+    amount = 100 * len(res["passengers"])
     want = (
-        f"Your flight {seg.flight_number} on {_when(seg.date)} (reservation {res.reservation_id}) was cancelled by "
-        f"the airline and it ruined your plans. You are upset and ask for compensation. Accept a travel "
+        f"Your flight {seg['flight_number']} on {_when(seg['date'])} (reservation {reservation_id}) was cancelled "
+        f"by the airline and it ruined your plans. You are upset and ask for compensation. Accept a travel "
         f"certificate if offered."
     )
     actions = [
-        Action(name="get_user_details", arguments={"user_id": user.user_id}),
-        Action(name="get_reservation_details", arguments={"reservation_id": res.reservation_id}),
-        Action(name="get_flight_status", arguments={"flight_number": seg.flight_number, "date": seg.date}),
-        Action(name="send_certificate", arguments={"user_id": user.user_id, "amount": amount}),
+        Action(name="get_user_details", arguments={"user_id": user_id}),
+        Action(name="get_reservation_details", arguments={"reservation_id": reservation_id}),
+        Action(name="get_flight_status", arguments={"flight_number": seg["flight_number"], "date": seg["date"]}),
+        Action(name="send_certificate", arguments={"user_id": user_id, "amount": amount}),
     ]
-    known = f"You are {_name(user)}, user id {user.user_id}. The reservation id is {res.reservation_id}."
+    known = f"You are {_name(user)}, user id {user_id}. The reservation id is {reservation_id}."
     return want, {"known_info": known, "reason_for_call": want}, actions, []
 
 
 def _info(snapshot: Snapshot, rng: random.Random) -> Proposal | None:
-    res = _pick(rng, snapshot.tables["reservations"], lambda r: r.status != "cancelled")
+    res = _pick(rng, snapshot.tables["reservations"], lambda r: r.get("status") != "cancelled")
     if res is None:
         return None
-    user = snapshot.tables["users"][res.user_id]
-    paid = sum(p.amount for p in res.payment_history)
+    user_id, reservation_id = res["user_id"], res["reservation_id"]
+    user = snapshot.tables["users"][user_id]
+    paid = sum(p["amount"] for p in res["payment_history"])
     if paid < 1000 and rng.random() < 0.5:
         return None  # prefer totals long enough not to appear by chance in unrelated text
     want = (
-        f"You want to know how much you paid in total for reservation {res.reservation_id}. You only want the "
+        f"You want to know how much you paid in total for reservation {reservation_id}. You only want the "
         f"number; do not change anything."
     )
     actions = [
-        Action(name="get_user_details", arguments={"user_id": user.user_id}),
-        Action(name="get_reservation_details", arguments={"reservation_id": res.reservation_id}),
+        Action(name="get_user_details", arguments={"user_id": user_id}),
+        Action(name="get_reservation_details", arguments={"reservation_id": reservation_id}),
     ]
-    known = f"You are {_name(user)}, user id {user.user_id}. The reservation id is {res.reservation_id}."
+    known = f"You are {_name(user)}, user id {user_id}. The reservation id is {reservation_id}."
     return want, {"known_info": known, "reason_for_call": want}, actions, [str(paid)]
 
 
@@ -503,7 +538,7 @@ def propose(snapshot: Snapshot, rng: random.Random, intent: str | None = None) -
     )
     user_id = next((a.arguments["user_id"] for a in actions if "user_id" in a.arguments), None)
     if user_id is None:
-        user_id = snapshot.tables["reservations"][actions[0].arguments["reservation_id"]].user_id
+        user_id = snapshot.tables["reservations"][actions[0].arguments["reservation_id"]]["user_id"]
     return Task(
         id="proposal",
         domain="airline",

@@ -1,34 +1,54 @@
-"""Tools of the airline domain, with tau-bench's names, arguments and JSON outputs.
+"""Tools of the airline domain, with tau-bench's names and arguments and each peer's exact behaviour.
 
-Every writer checks all of its preconditions before its first write, so a refused call leaves the view
-untouched even when it is run outside the env's transaction (as gold replay does). New ids depend only on
-the current state, so replaying gold actions and an agent's identical calls produce identical records.
+One implementation serves every semantics profile (:mod:`apigen_envs.semantics`). Where tau-bench v1 and
+tau2-bench differ, the profile's ``tools_of`` picks the peer; the differences, each pinned by the
+differential tests against the peers' own code (``tests/peers/``), are:
+
+* error texts (v1 ``reservation not found``, tau2 ``Reservation ZFA04Y not found``; v1's
+  ``get_reservation_details`` says ``user not found``);
+* tau2 builds segments, passengers, payments and reservations through its record types (extra keys
+  dropped, ill-typed values refused); v1 stores what the agent sent, extra keys included;
+* tau2 takes seats from the flights when booking and sets the cabin when flights change; v1 does neither;
+* search results: v1 merges the flight and its date entry; tau2 returns its ``DirectFlight`` records;
+  v1's one-stop search shows the second flight's seats and prices of the first flight's date;
+* ``list_all_airports``: v1 a code -> city object, tau2 a list of ``{iata, city}``;
+* new ids: both peers hand out at most three (``HATHAT``/``HATHAU``/``HATHAV``, certificates
+  ``3221322``..``3221324``); v1 then overwrites or answers nothing, tau2 refuses;
+* v1 offers ``think``; tau2 offers ``get_flight_status``.
+
+Under ``fix_peer_defects`` (``apigen``): ids count up without limit, the one-stop search uses real date
+arithmetic (both peers build ``2024-05-<day+1>``, which misses padded and month-end dates), and
+``list_all_airports`` lists the airports the DB's flights serve. ``seat_accounting`` (off in every
+profile) takes seats when booking and changing flights and gives them back when cancelling or changing.
+
+Tools refuse only what the peer's tool refuses: the policy (basic economy, 24-hour rule, who may
+cancel, payment limits) is the agent's to follow. The docstrings are our own words.
 """
 
 from __future__ import annotations
 
-import ast
-import operator
-from collections.abc import Callable, Iterable
+import copy
+import json
+from collections.abc import Iterable, Mapping
 from datetime import date as Date
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
+from apigen_envs.calculator import ALLOWED_CHARACTERS
+from apigen_envs.calculator import calculate as arithmetic
 from apigen_envs.db import DBView
 from apigen_envs.errors import ToolError
+from apigen_envs.semantics import Semantics, call_convention
 from apigen_envs.tools import ToolSet
 
 from .models import (
-    Airport,
+    AirportCode,
     Cabin,
     Certificate,
-    DateAvailable,
     DirectFlight,
-    Flight,
     FlightInfo,
     FlightType,
-    GiftCard,
     Insurance,
     Passenger,
     PassengerInfo,
@@ -36,32 +56,108 @@ from .models import (
     PaymentInfo,
     Reservation,
     ReservationFlight,
-    SeatsByCabin,
-    User,
 )
 
 NOW = "2024-05-15T15:00:00"
-"""The fixed current time of the domain (EST), as tau-bench fixes it."""
+"""The fixed current time of the domain (EST), as both peers fix it."""
 FIRST_RESERVATION_ID = "HATHAT"
 """The first id handed to a new reservation; later ones count up from it in base 36."""
-FIRST_CERTIFICATE_NUMBER = 3221322
-"""Certificates sent by the agent are numbered from here, per user."""
-INSURANCE_PER_PASSENGER = 30
+CERTIFICATE_NUMBERS = (3221322, 3221323, 3221324)
+"""The numbers the peers give new certificates (``certificate_<n>``), in order."""
 BAG_FEE = 50
-MAX_PASSENGERS = 5
-MAX_GIFT_CARDS = 3
+INSURANCE_PER_PASSENGER = 30
+
+PEER_AIRPORTS: tuple[tuple[str, str], ...] = (
+    ("SFO", "San Francisco"),
+    ("JFK", "New York"),
+    ("LAX", "Los Angeles"),
+    ("ORD", "Chicago"),
+    ("DFW", "Dallas"),
+    ("DEN", "Denver"),
+    ("SEA", "Seattle"),
+    ("ATL", "Atlanta"),
+    ("MIA", "Miami"),
+    ("BOS", "Boston"),
+    ("PHX", "Phoenix"),
+    ("IAH", "Houston"),
+    ("LAS", "Las Vegas"),
+    ("MCO", "Orlando"),
+    ("EWR", "Newark"),
+    ("CLT", "Charlotte"),
+    ("MSP", "Minneapolis"),
+    ("DTW", "Detroit"),
+    ("PHL", "Philadelphia"),
+    ("LGA", "LaGuardia"),
+)
+"""The airport list both peers return, whatever the DB holds."""
 
 _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_BINARY = MappingProxyType(
+
+MESSAGES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
-        ast.Add: operator.add,
-        ast.Sub: operator.sub,
-        ast.Mult: operator.mul,
-        ast.Div: operator.truediv,
+        "tau-bench": MappingProxyType(
+            {
+                "user": "user not found",
+                "reservation": "reservation not found",
+                "details": "user not found",
+                "flight": "flight {number} not found",
+                "flight_date": "flight {number} not found on date {date}",
+                "unavailable": "flight {number} not available on date {date}",
+                "seats": "not enough seats on flight {number}",
+                "payment": "payment method not found",
+                "booking_payment": "payment method {payment} not found",
+                "balance": "not enough balance in payment method {payment}",
+                "sum": "payment amount does not add up, total price is {total}, but paid {paid}",
+                "certificate_update": "certificate cannot be used to update reservation",
+                "gift_balance": "gift card balance is not enough",
+                "passengers": "number of passengers does not match",
+                "chars": "invalid characters in expression",
+            }
+        ),
+        "tau2": MappingProxyType(
+            {
+                "user": "User {user} not found",
+                "reservation": "Reservation {reservation} not found",
+                "details": "Reservation {reservation} not found",
+                "flight": "Flight {number} not found",
+                "flight_date": "Flight {number} not found on date {date}",
+                "unavailable": "Flight {number} not available on date {date}",
+                "seats": "Not enough seats on flight {number}",
+                "payment": "Payment method not found",
+                "booking_payment": "Payment method {payment} not found",
+                "balance": "Not enough balance in payment method {payment}",
+                "sum": "Payment amount does not add up, total price is {total}, but paid {paid}",
+                "certificate_update": "Certificate cannot be used to update reservation",
+                "gift_balance": "Gift card balance is not enough",
+                "passengers": "Number of passengers does not match",
+                "chars": "Invalid characters in expression",
+                "too_many_reservations": "Too many reservations",
+                "too_many_certificates": "Too many certificates",
+            }
+        ),
     }
 )
-_UNARY = MappingProxyType({ast.USub: operator.neg, ast.UAdd: operator.pos})
-_MAX_EXPRESSION = 500
+
+_COMMON = (
+    "book_reservation",
+    "calculate",
+    "cancel_reservation",
+    "get_reservation_details",
+    "get_user_details",
+    "list_all_airports",
+    "search_direct_flight",
+    "search_onestop_flight",
+    "send_certificate",
+)
+_UPDATES = ("update_reservation_baggages", "update_reservation_flights", "update_reservation_passengers")
+TOOL_LISTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "tau-bench": (*_COMMON, "think", "transfer_to_human_agents", *_UPDATES),
+        "tau2": (*_COMMON, "transfer_to_human_agents", *_UPDATES, "get_flight_status"),
+        "extra": ("get_flight_status", "think"),
+    }
+)
+"""The tools each peer offers (both 14), and our additions."""
 
 
 def next_id(current: str) -> str:
@@ -75,192 +171,104 @@ def next_id(current: str) -> str:
     return "".join(_ID_ALPHABET[d] for d in digits)
 
 
-def new_reservation_id(db: DBView) -> str:
-    """The first unused id counting up from :data:`FIRST_RESERVATION_ID` (a function of the state)."""
-    candidate = FIRST_RESERVATION_ID
-    while candidate in db.reservations:
-        candidate = next_id(candidate)
-    return candidate
+def index_keys() -> tuple[tuple[str, str, Any], ...]:
+    """The secondary indexes the tools look up: (table, name, key function)."""
+    return (
+        ("flights", "route", lambda f: (f["origin"], f["destination"])),
+        ("flights", "origin", lambda f: f["origin"]),
+    )
 
 
-def new_certificate_id(user: User) -> str:
-    """The first unused ``certificate_<n>`` id in a user's profile, counting from a fixed number."""
-    number = FIRST_CERTIFICATE_NUMBER
-    while f"certificate_{number}" in user.payment_methods:
-        number += 1
-    return f"certificate_{number}"
-
-
-def evaluate(expression: str) -> float:
-    """Evaluate plain arithmetic safely: numbers, + - * /, parentheses and unary signs only.
+def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str, str]] | None = None) -> ToolSet:
+    """Build the airline ToolSet for a semantics profile.
 
     Args:
-        expression: Text such as ``"2 * (350 - 122)"``.
+        semantics: The profile (default ``apigen``).
+        airports: (IATA code, city) of the airports the DB's flights serve, listed by ``list_all_airports``
+            under ``fix_peer_defects``; the peers' fixed list otherwise.
 
     Returns:
-        The value.
-
-    Raises:
-        ToolError: For anything that is not plain arithmetic, or a division by zero.
+        A fresh ToolSet holding the profile's tools, in the peer's order.
 
     """
-    if len(expression) > _MAX_EXPRESSION:
-        raise ToolError(f"expression is too long (at most {_MAX_EXPRESSION} characters)")
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError:
-        raise ToolError(f"invalid expression: {expression!r}") from None
+    sem = semantics or Semantics.named("apigen")
+    v1 = sem.tools_of == "tau-bench"
+    text = MESSAGES[sem.tools_of]
+    served = tuple(airports) if airports is not None and sem.fix_peer_defects else PEER_AIRPORTS
+    tools = ToolSet(convention=call_convention(sem, "airline", "AirlineTools"))
 
-    def walk(node: ast.AST) -> float:
-        if isinstance(node, ast.Expression):
-            return walk(node.body)
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            return float(node.value)
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            return _BINARY[type(node.op)](walk(node.left), walk(node.right))
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-            return _UNARY[type(node.op)](walk(node.operand))
-        raise ToolError("only numbers, + - * /, parentheses and unary minus are allowed")
+    def fail(key: str, **fields: Any) -> ToolError:
+        return ToolError(text[key].format(**fields))
 
-    try:
-        value = walk(tree)
-    except ZeroDivisionError:
-        raise ToolError("division by zero") from None
-    except (OverflowError, RecursionError):
-        raise ToolError("the expression is too large to evaluate") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ToolError("the result is not a finite number")
-    return value
+    # ------------------------------------------------------------------ lookups (tau2 wording by id)
+    def user_of(db: DBView, user_id: Any, *, edit: bool = False) -> dict[str, Any]:
+        if user_id not in db.users:
+            raise fail("user", user=user_id)
+        return db.users.edit(user_id) if edit else db.users[user_id]
 
+    def reservation_of(db: DBView, reservation_id: Any, *, edit: bool = False, key: str = "reservation") -> Any:
+        if reservation_id not in db.reservations:
+            raise fail(key, reservation=reservation_id)
+        return db.reservations.edit(reservation_id) if edit else db.reservations[reservation_id]
 
-def _parse_date(text: str) -> Date:
-    try:
-        return Date.fromisoformat(text)
-    except ValueError:
-        raise ToolError(f"invalid date {text!r}; use the format 'YYYY-MM-DD'") from None
+    def flight_of(db: DBView, number: Any) -> dict[str, Any]:
+        if number not in db.flights:
+            raise fail("flight", number=number)
+        return db.flights[number]
 
+    def flight_date(db: DBView, number: Any, day: Any) -> dict[str, Any]:
+        flight = flight_of(db, number)
+        if day not in flight["dates"]:
+            raise fail("flight_date", number=number, date=day)
+        return flight["dates"][day]
 
-def _clock(text: str) -> str:
-    """A scheduled time without its next-day marker ('01:30:00+1' -> '01:30:00')."""
-    return text.split("+", 1)[0]
+    def new_reservation_id(db: DBView) -> str:
+        if sem.fix_peer_defects:
+            candidate = FIRST_RESERVATION_ID
+            while candidate in db.reservations:
+                candidate = next_id(candidate)
+            return candidate
+        for candidate in ("HATHAT", "HATHAU", "HATHAV"):
+            if candidate not in db.reservations:
+                return candidate
+        if v1:  # v1 tries two more ids, then reuses the last one (overwriting that reservation)
+            return "HATHAV"
+        raise fail("too_many_reservations")
 
+    def move_seats(db: DBView, segments: Iterable[tuple[str, str]], cabin: str, delta: int) -> None:
+        for number, day in segments:
+            state = db.flights.edit(number)["dates"].get(day)
+            if isinstance(state, dict) and state.get("status") == "available" and cabin in state["available_seats"]:
+                state["available_seats"][cabin] += delta
 
-def _seats(seats: SeatsByCabin, cabin: Cabin, delta: int) -> SeatsByCabin:
-    return seats.evolve(**{cabin: seats.of(cabin) + delta})
+    def models_if_dicts(values: Any, model: Any) -> Any:
+        # tau2 converts a list only when every element is a dict, and then validates each one.
+        if all(isinstance(v, dict) for v in values):
+            return [model(**v) for v in values]
+        return values
 
+    def charge_for_update(db: DBView, user_id: str, payment_id: Any, total: Any) -> dict[str, Any] | None:
+        """Check and take an update's payment: the new payment record, or None when nothing is due."""
+        user = db.users[user_id]
+        if payment_id not in user["payment_methods"]:
+            raise fail("payment")
+        method = user["payment_methods"][payment_id]
+        if method["source"] == "certificate":
+            raise fail("certificate_update")
+        if method["source"] == "gift_card" and method["amount"] < total:
+            raise fail("gift_balance")
+        if method["source"] == "gift_card":
+            db.users.edit(user_id)["payment_methods"][payment_id]["amount"] -= total
+        if total == 0:
+            return None
+        if v1:
+            return {"payment_id": payment_id, "amount": total}
+        return Payment(payment_id=payment_id, amount=total).model_dump()
 
-def build_tools(airports: Iterable[Airport] = (), *, seat_accounting: bool = True) -> ToolSet:
-    """Build the airline ToolSet.
-
-    Args:
-        airports: The airports ``list_all_airports`` reports (those the DB's flights serve).
-        seat_accounting: Give seats back when a reservation is cancelled or its flights change. tau2-bench
-            only takes seats at booking; either way gold replay and agents see the same rules.
-
-    Returns:
-        A fresh ToolSet (no state shared between domains).
-
-    """
-    tools = ToolSet()
-    airport_list = tuple(airports)
-
-    # ------------------------------------------------------------------ lookups
-    def get_user(db: DBView, user_id: str) -> User:
-        user = db.users.get(user_id)
-        if user is None:
-            raise ToolError(f"user {user_id} not found")
-        return user
-
-    def get_reservation(db: DBView, reservation_id: str) -> Reservation:
-        reservation = db.reservations.get(reservation_id)
-        if reservation is None:
-            raise ToolError(f"reservation {reservation_id} not found")
-        return reservation
-
-    def get_flight(db: DBView, flight_number: str) -> Flight:
-        flight = db.flights.get(flight_number)
-        if flight is None:
-            raise ToolError(f"flight {flight_number} not found")
-        return flight
-
-    def bookable(flight: Flight, day: str, cabin: Cabin, passengers: int) -> DateAvailable:
-        state = flight.dates.get(day)
-        if state is None:
-            raise ToolError(f"flight {flight.flight_number} does not operate on {day}")
-        if not isinstance(state, DateAvailable):
-            raise ToolError(f"flight {flight.flight_number} is not available on {day} (status: {state.status})")
-        if state.available_seats.of(cabin) < passengers:
-            raise ToolError(
-                f"not enough {cabin} seats on flight {flight.flight_number} on {day}: "
-                f"{state.available_seats.of(cabin)} left, {passengers} needed"
-            )
-        return state
-
-    def direct(db: DBView, origin: str, destination: str, day: str, leave_after: str | None = None) -> list[Any]:
-        found = []
-        for flight in db.flights.lookup("route", (origin, destination)):
-            state = flight.dates.get(day)
-            if not isinstance(state, DateAvailable):
-                continue
-            if leave_after is not None and flight.scheduled_departure_time_est < leave_after:
-                continue
-            found.append((flight, state))
-        found.sort(key=lambda pair: pair[0].flight_number)
-        return found
-
-    def as_direct(flight: Flight, state: DateAvailable, day: str | None) -> DirectFlight:
-        return DirectFlight(
-            flight_number=flight.flight_number,
-            origin=flight.origin,
-            destination=flight.destination,
-            scheduled_departure_time_est=flight.scheduled_departure_time_est,
-            scheduled_arrival_time_est=flight.scheduled_arrival_time_est,
-            date=day,
-            available_seats=state.available_seats,
-            prices=state.prices,
-        )
-
-    def adjust_seats(db: DBView, changes: dict[tuple[str, str], dict[str, int]]) -> None:
-        """Apply seat deltas {(flight, date): {cabin: delta}}; dates no longer bookable are left alone."""
-        by_flight: dict[str, dict[str, dict[str, int]]] = {}
-        for (number, day), deltas in changes.items():
-            by_flight.setdefault(number, {})[day] = deltas
-        for number, days in sorted(by_flight.items()):
-            flight = db.flights.get(number)
-            if flight is None:
-                continue
-            dates = dict(flight.dates)
-            touched = False
-            for day, deltas in days.items():
-                state = dates.get(day)
-                if not isinstance(state, DateAvailable) or not any(deltas.values()):
-                    continue
-                seats = state.available_seats
-                for cabin, delta in deltas.items():
-                    seats = _seats(seats, cabin, delta)  # type: ignore[arg-type]
-                dates[day] = state.evolve(available_seats=seats)
-                touched = True
-            if touched:
-                db.flights.put(flight.evolve(dates=dates))
-
-    def charge_for_update(user: User, payment_id: str, amount: int) -> tuple[User, Payment | None]:
-        """Check and apply a charge (or refund when negative) for a change to an existing reservation."""
-        method = user.payment_methods.get(payment_id)
-        if method is None:
-            raise ToolError(f"payment method {payment_id} not found in the user's profile")
-        if isinstance(method, Certificate):
-            raise ToolError("a certificate cannot be used to pay for a change to a reservation")
-        if isinstance(method, GiftCard):
-            if method.amount < amount:
-                raise ToolError(f"gift card {payment_id} balance is not enough: {method.amount} < {amount}")
-            methods = dict(user.payment_methods)
-            methods[payment_id] = method.evolve(amount=round(method.amount - amount, 2))
-            user = user.evolve(payment_methods=methods)
-        return user, (Payment(payment_id=payment_id, amount=amount) if amount != 0 else None)
-
-    def check_modifiable(reservation: Reservation) -> None:
-        if reservation.status == "cancelled":
-            raise ToolError(f"reservation {reservation.reservation_id} is cancelled")
+    def next_day(day: Any) -> str:
+        if sem.fix_peer_defects:
+            return (Date.fromisoformat(day) + timedelta(days=1)).isoformat()
+        return f"2024-05-{int(day[-2:]) + 1}"
 
     # ------------------------------------------------------------------ tools
     @tools.tool(mutates=True)
@@ -277,175 +285,291 @@ def build_tools(airports: Iterable[Airport] = (), *, seat_accounting: bool = Tru
         total_baggages: int,
         nonfree_baggages: int,
         insurance: Insurance,
-    ) -> Reservation:
-        """Book a new reservation for a user and charge its price to the user's saved payment methods.
-
-        The price is the cabin fare of every flight times the number of passengers, plus 30 dollars per
-        passenger for insurance, plus 50 dollars per non-free bag. The amounts in payment_methods must add
-        up to exactly that price. Gift cards and certificates must hold enough balance; a certificate is
-        used up by the booking even if part of it stays unspent.
+    ) -> Any:
+        """Book a new reservation for a user, paying the full price with saved payment methods. The price is
+        each flight's current fare in the cabin times the number of passengers, plus 30 dollars per passenger
+        for insurance, plus 50 dollars per non-free bag; the payment amounts must add up to it exactly.
+        Returns the new reservation.
 
         Args:
-            user_id: The id of the user making the booking, such as 'sara_doe_496'.
-            origin: IATA code of the trip's origin airport, such as 'SFO'.
-            destination: IATA code of the trip's destination airport, such as 'JFK'.
+            user_id: The id of the user who books, such as 'sara_doe_496'.
+            origin: IATA code of the trip's origin, such as 'SFO'.
+            destination: IATA code of the trip's destination, such as 'JFK'.
             flight_type: 'one_way' or 'round_trip'.
-            cabin: The cabin class for every flight: 'basic_economy', 'economy' or 'business'.
+            cabin: 'basic_economy', 'economy' or 'business', for every flight.
             flights: Every flight segment of the trip, in order, each with flight number and date.
-            passengers: Everyone travelling (at most five), each with first name, last name and date of birth.
-            payment_methods: The saved payment methods to charge and how much to charge each.
-            total_baggages: The total number of checked bags on the reservation.
-            nonfree_baggages: How many of those bags are paid for (50 dollars each).
-            insurance: 'yes' to buy travel insurance (30 dollars per passenger), otherwise 'no'.
+            passengers: Every passenger, each with first name, last name and date of birth.
+            payment_methods: The saved payment methods to charge, each with its payment id and amount.
+            total_baggages: The total number of checked bags.
+            nonfree_baggages: How many of those bags are paid for.
+            insurance: 'yes' or 'no'.
 
         """
-        user = get_user(db, user_id)
-        if not flights:
-            raise ToolError("at least one flight is required")
-        if not passengers:
-            raise ToolError("at least one passenger is required")
-        if len(passengers) > MAX_PASSENGERS:
-            raise ToolError(f"a reservation can have at most {MAX_PASSENGERS} passengers")
-        if not payment_methods:
-            raise ToolError("at least one payment method is required")
-        if total_baggages < 0 or nonfree_baggages < 0 or nonfree_baggages > total_baggages:
-            raise ToolError("baggage counts must satisfy 0 <= nonfree_baggages <= total_baggages")
-        seen = set()
-        for info in flights:
-            key = (info.flight_number, info.date)
-            if key in seen:
-                raise ToolError(f"flight {info.flight_number} on {info.date} is listed twice")
-            seen.add(key)
-        segments: list[ReservationFlight] = []
-        total = 0
-        for info in flights:
-            flight = get_flight(db, info.flight_number)
-            state = bookable(flight, info.date, cabin, len(passengers))
-            price = state.prices.of(cabin)
-            segments.append(
-                ReservationFlight(
-                    origin=flight.origin,
-                    destination=flight.destination,
-                    flight_number=flight.flight_number,
-                    date=info.date,
-                    price=price,
-                )
+        if v1:
+            return _book_v1(
+                db,
+                user_id,
+                origin,
+                destination,
+                flight_type,
+                cabin,
+                flights,
+                passengers,
+                payment_methods,
+                total_baggages,
+                nonfree_baggages,
+                insurance,
             )
-            total += price * len(passengers)
-        if segments[0].origin != origin:
-            raise ToolError(f"the first flight leaves from {segments[0].origin}, not from the origin {origin}")
-        if flight_type == "one_way" and segments[-1].destination != destination:
-            raise ToolError(f"the last flight arrives at {segments[-1].destination}, not at {destination}")
-        if flight_type == "round_trip" and destination not in {s.destination for s in segments}:
-            raise ToolError(f"no flight of this round trip arrives at the destination {destination}")
-        if insurance == "yes":
-            total += INSURANCE_PER_PASSENGER * len(passengers)
-        total += BAG_FEE * nonfree_baggages
-
-        kinds = {"credit_card": 0, "gift_card": 0, "certificate": 0}
-        methods = dict(user.payment_methods)
-        for pay in payment_methods:
-            method = methods.get(pay.payment_id)
-            if method is None:
-                raise ToolError(f"payment method {pay.payment_id} not found in the user's profile")
-            if pay.amount < 0:
-                raise ToolError("payment amounts cannot be negative")
-            kinds[method.source] += 1
-            if isinstance(method, GiftCard | Certificate) and method.amount < pay.amount:
-                raise ToolError(f"not enough balance on {pay.payment_id}: {method.amount} < {pay.amount}")
-        if len({p.payment_id for p in payment_methods}) != len(payment_methods):
-            raise ToolError("each payment method may appear only once")
-        if kinds["certificate"] > 1 or kinds["credit_card"] > 1 or kinds["gift_card"] > MAX_GIFT_CARDS:
-            raise ToolError("a booking may use at most one certificate, one credit card and three gift cards")
-        paid = sum(p.amount for p in payment_methods)
-        if paid != total:
-            raise ToolError(f"payment amounts do not add up: the total price is {total}, but {paid} was given")
-
-        for pay in payment_methods:
-            method = methods[pay.payment_id]
-            if isinstance(method, GiftCard):
-                methods[pay.payment_id] = method.evolve(amount=round(method.amount - pay.amount, 2))
-            elif isinstance(method, Certificate):
-                del methods[pay.payment_id]
+        flights = models_if_dicts(flights, FlightInfo)
+        passengers = models_if_dicts(passengers, Passenger)
+        payment_methods = models_if_dicts(payment_methods, Payment)
+        user = user_of(db, user_id)
+        reservation_id = new_reservation_id(db)
         reservation = Reservation(
-            reservation_id=new_reservation_id(db),
-            user_id=user.user_id,
+            reservation_id=reservation_id,
+            user_id=user_id,
             origin=origin,
             destination=destination,
             flight_type=flight_type,
             cabin=cabin,
-            flights=tuple(segments),
-            passengers=tuple(Passenger(**p.model_dump()) for p in passengers),
-            payment_history=tuple(Payment(payment_id=p.payment_id, amount=p.amount) for p in payment_methods),
+            flights=[],
+            passengers=copy.deepcopy(passengers),
+            payment_history=copy.deepcopy(payment_methods),
             created_at=NOW,
             total_baggages=total_baggages,
             nonfree_baggages=nonfree_baggages,
             insurance=insurance,
         )
-        adjust_seats(db, {(s.flight_number, s.date): {cabin: -len(passengers)} for s in segments})
-        db.reservations.put(reservation)
-        db.users.put(
-            user.evolve(payment_methods=methods, reservations=(*user.reservations, reservation.reservation_id))
-        )
+        total: Any = 0
+        taken: list[tuple[str, str]] = []
+        for info in flights:
+            number = info.flight_number
+            flight = flight_of(db, number)
+            state = flight_date(db, number, info.date)
+            if state["status"] != "available":
+                raise fail("unavailable", number=number, date=info.date)
+            if state["available_seats"][cabin] < len(passengers):
+                raise fail("seats", number=number)
+            price = state["prices"][cabin]
+            reservation.flights.append(
+                ReservationFlight(
+                    origin=flight["origin"],
+                    destination=flight["destination"],
+                    flight_number=number,
+                    date=info.date,
+                    price=price,
+                )
+            )
+            taken.append((number, info.date))
+            total += price * len(passengers)
+        if insurance == "yes":
+            total += INSURANCE_PER_PASSENGER * len(passengers)
+        total += BAG_FEE * nonfree_baggages
+        for pay in payment_methods:
+            if pay.payment_id not in user["payment_methods"]:
+                raise fail("booking_payment", payment=pay.payment_id)
+            method = user["payment_methods"][pay.payment_id]
+            if method["source"] in {"gift_card", "certificate"} and method["amount"] < pay.amount:
+                raise fail("balance", payment=pay.payment_id)
+        paid = sum(pay.amount for pay in payment_methods)
+        if paid != total:
+            raise fail("sum", total=total, paid=paid)
+        user = user_of(db, user_id, edit=True)
+        for pay in payment_methods:
+            method = user["payment_methods"][pay.payment_id]
+            if method["source"] == "gift_card":
+                method["amount"] -= pay.amount
+            elif method["source"] == "certificate":
+                user["payment_methods"].pop(pay.payment_id)
+        move_seats(db, taken, cabin, -len(passengers))  # tau2 takes the seats at booking
+        row = reservation.model_dump()
+        db.reservations.put(reservation_id, row)
+        user["reservations"].append(reservation_id)
+        return row
+
+    def _book_v1(
+        db: DBView,
+        user_id: Any,
+        origin: Any,
+        destination: Any,
+        flight_type: Any,
+        cabin: Any,
+        flights: Any,
+        passengers: Any,
+        payment_methods: Any,
+        total_baggages: Any,
+        nonfree_baggages: Any,
+        insurance: Any,
+    ) -> Any:
+        if user_id not in db.users:
+            raise fail("user")
+        user = db.users[user_id]
+        reservation_id = new_reservation_id(db)
+        reservation = {
+            "reservation_id": reservation_id,
+            "user_id": user_id,
+            "origin": origin,
+            "destination": destination,
+            "flight_type": flight_type,
+            "cabin": cabin,
+            "flights": copy.deepcopy(flights),
+            "passengers": passengers,
+            "payment_history": payment_methods,
+            "created_at": NOW,
+            "total_baggages": total_baggages,
+            "nonfree_baggages": nonfree_baggages,
+            "insurance": insurance,
+        }
+        total: Any = 0
+        taken: list[tuple[str, str]] = []
+        for segment in reservation["flights"]:
+            number = segment["flight_number"]
+            if number not in db.flights:
+                raise fail("flight", number=number)
+            flight = db.flights[number]
+            if segment["date"] not in flight["dates"]:
+                raise fail("flight_date", number=number, date=segment["date"])
+            state = flight["dates"][segment["date"]]
+            if state["status"] != "available":
+                raise fail("unavailable", number=number, date=segment["date"])
+            if state["available_seats"][cabin] < len(passengers):
+                raise fail("seats", number=number)
+            segment["price"] = state["prices"][cabin]
+            segment["origin"] = flight["origin"]
+            segment["destination"] = flight["destination"]
+            taken.append((number, segment["date"]))
+            total += segment["price"] * len(passengers)
+        if insurance == "yes":
+            total += INSURANCE_PER_PASSENGER * len(passengers)
+        total += BAG_FEE * nonfree_baggages
+        for pay in payment_methods:
+            payment_id, amount = pay["payment_id"], pay["amount"]
+            if payment_id not in user["payment_methods"]:
+                raise fail("booking_payment", payment=payment_id)
+            method = user["payment_methods"][payment_id]
+            if method["source"] in ["gift_card", "certificate"] and method["amount"] < amount:
+                raise fail("balance", payment=payment_id)
+        paid = sum(pay["amount"] for pay in payment_methods)
+        if paid != total:
+            raise fail("sum", total=total, paid=paid)
+        user = db.users.edit(user_id)
+        for pay in payment_methods:
+            payment_id, amount = pay["payment_id"], pay["amount"]
+            if user["payment_methods"][payment_id]["source"] == "gift_card":
+                user["payment_methods"][payment_id]["amount"] -= amount
+            elif user["payment_methods"][payment_id]["source"] == "certificate":
+                del user["payment_methods"][payment_id]
+        if sem.seat_accounting:
+            move_seats(db, taken, cabin, -len(passengers))
+        db.reservations.put(reservation_id, reservation)
+        user["reservations"].append(reservation_id)
         return reservation
 
     @tools.tool
     def calculate(db: DBView, expression: str) -> str:
-        """Calculate an arithmetic expression and return the result rounded to two decimals.
+        """Evaluate an arithmetic expression and return the result rounded to two decimals.
 
         Args:
             expression: The expression, using numbers, + - * /, parentheses and spaces, such as '2 * (120 + 30)'.
 
         """
-        return str(round(evaluate(expression), 2))
+        if not all(char in ALLOWED_CHARACTERS for char in expression):
+            raise fail("chars")
+        try:
+            return arithmetic(expression)
+        except Exception as exc:  # noqa: BLE001 - eval's own errors are the answer, in every profile
+            raise ToolError(str(exc)) from None
 
     @tools.tool(mutates=True)
-    def cancel_reservation(db: DBView, reservation_id: str) -> Reservation:
-        """Cancel a whole reservation and refund every payment on it to the original payment methods.
+    def cancel_reservation(db: DBView, reservation_id: str) -> Any:
+        """Cancel a whole reservation; every payment on it is refunded to the payment method it came from.
+        Returns the updated reservation.
 
         Args:
             reservation_id: The reservation id, such as 'ZFA04Y'.
 
         """
-        reservation = get_reservation(db, reservation_id)
-        check_modifiable(reservation)
-        refunds = tuple(Payment(payment_id=p.payment_id, amount=-p.amount) for p in reservation.payment_history)
-        updated = reservation.evolve(payment_history=(*reservation.payment_history, *refunds), status="cancelled")
-        if seat_accounting:
-            n = len(reservation.passengers)
-            adjust_seats(db, {(s.flight_number, s.date): {reservation.cabin: n} for s in reservation.flights})
-        db.reservations.put(updated)
-        return updated
+        reservation = reservation_of(db, reservation_id, edit=True)
+        refunds = []
+        for paid in reservation["payment_history"]:
+            if v1:
+                refunds.append({"payment_id": paid["payment_id"], "amount": -paid["amount"]})
+            else:
+                refunds.append(Payment(payment_id=paid["payment_id"], amount=-paid["amount"]).model_dump())
+        reservation["payment_history"].extend(refunds)
+        reservation["status"] = "cancelled"
+        if sem.seat_accounting:
+            segments = [(s["flight_number"], s["date"]) for s in reservation["flights"]]
+            move_seats(db, segments, reservation["cabin"], len(reservation["passengers"]))
+        return reservation
 
     @tools.tool
-    def get_reservation_details(db: DBView, reservation_id: str) -> Reservation:
+    def get_reservation_details(db: DBView, reservation_id: str) -> Any:
         """Look up a reservation: flights, passengers, cabin, baggage, insurance and payments.
 
         Args:
             reservation_id: The reservation id, such as '8JX2WO'.
 
         """
-        return get_reservation(db, reservation_id)
+        return reservation_of(db, reservation_id, key="details")
 
     @tools.tool
-    def get_user_details(db: DBView, user_id: str) -> User:
-        """Look up a user's profile: name, contact, membership, saved payment methods, saved passengers and
-        reservation ids.
+    def get_user_details(db: DBView, user_id: str) -> Any:
+        """Look up a user's profile: name, contact, membership, saved payment methods (with balances),
+        saved passengers and reservation ids.
 
         Args:
             user_id: The user id, such as 'sara_doe_496'.
 
         """
-        return get_user(db, user_id)
+        return user_of(db, user_id)
 
     @tools.tool
-    def list_all_airports(db: DBView) -> list[Airport]:
+    def list_all_airports(db: DBView) -> Any:
         """List every airport the airline flies to, with its IATA code and city."""
-        return list(airport_list)
+        if v1:
+            return json.dumps(dict(served))
+        return [AirportCode(iata=code, city=city).model_dump() for code, city in served]
+
+    def direct_v2(db: DBView, day: Any, origin: Any, destination: Any, leave_after: Any = None) -> list[dict]:
+        """tau2's direct-flight search: flights in table order, available on the day."""
+        if origin is not None and destination is not None:
+            try:
+                candidates = db.flights.lookup("route", (origin, destination))
+            except TypeError:  # unhashable: no flight's codes can equal it
+                candidates = []
+        elif origin is not None:
+            try:
+                candidates = db.flights.lookup("origin", origin)
+            except TypeError:
+                candidates = []
+        else:
+            candidates = [f for f in db.flights.values() if destination is None or f["destination"] == destination]
+        found = []
+        for flight in candidates:
+            state = flight["dates"].get(day) if _hashable(day) else None
+            if day not in flight["dates"] or state["status"] != "available":
+                continue
+            if leave_after is not None and not flight["scheduled_departure_time_est"] >= leave_after:
+                continue
+            found.append(
+                DirectFlight(
+                    flight_number=flight["flight_number"],
+                    origin=flight["origin"],
+                    destination=flight["destination"],
+                    status="available",
+                    scheduled_departure_time_est=flight["scheduled_departure_time_est"],
+                    scheduled_arrival_time_est=flight["scheduled_arrival_time_est"],
+                    available_seats=state["available_seats"],
+                    prices=state["prices"],
+                )
+            )
+        return found
 
     @tools.tool
-    def search_direct_flight(db: DBView, origin: str, destination: str, date: str) -> list[DirectFlight]:
-        """Find nonstop flights between two airports that can still be booked on a date.
+    def search_direct_flight(db: DBView, origin: str, destination: str, date: str) -> Any:
+        """Find nonstop flights between two airports that can still be booked on a date, with their seats
+        left and prices per cabin.
 
         Args:
             origin: IATA code of the departure airport, such as 'JFK'.
@@ -453,17 +577,21 @@ def build_tools(airports: Iterable[Airport] = (), *, seat_accounting: bool = Tru
             date: The departure date as 'YYYY-MM-DD', such as '2024-05-20'.
 
         """
-        _parse_date(date)
-        return [as_direct(flight, state, None) for flight, state in direct(db, origin, destination, date)]
+        if v1:
+            results = []
+            for flight in _route(db, origin, destination):
+                if date in flight["dates"] and flight["dates"][date]["status"] == "available":
+                    result = {k: v for k, v in flight.items() if k != "dates"}
+                    result.update(flight["dates"][date])
+                    results.append(result)
+            return json.dumps(results)
+        return [f.model_dump() for f in direct_v2(db, date, origin, destination)]
 
     @tools.tool
-    def search_onestop_flight(
-        db: DBView, origin: str, destination: str, date: str
-    ) -> list[tuple[DirectFlight, DirectFlight]]:
-        """Find bookable connections with exactly one stop between two airports, leaving on a date.
-
-        The second flight leaves the connecting airport after the first one lands (on the next day when
-        the first lands after midnight).
+    def search_onestop_flight(db: DBView, origin: str, destination: str, date: str) -> Any:
+        """Find bookable connections with exactly one stop between two airports, leaving on a date. The
+        second flight leaves the connecting airport after the first one lands (on the next day when the
+        first lands after midnight).
 
         Args:
             origin: IATA code of the departure airport, such as 'JFK'.
@@ -471,39 +599,71 @@ def build_tools(airports: Iterable[Airport] = (), *, seat_accounting: bool = Tru
             date: The departure date of the first flight as 'YYYY-MM-DD', such as '2024-05-20'.
 
         """
-        first_day = _parse_date(date)
+        if v1:
+            return json.dumps(_onestop_v1(db, origin, destination, date))
         results = []
-        legs = sorted(db.flights.lookup("origin", origin), key=lambda f: f.flight_number)
-        for first in legs:
-            state = first.dates.get(date)
-            if not isinstance(state, DateAvailable) or first.destination in (origin, destination):
-                continue
-            overnight = "+1" in first.scheduled_arrival_time_est
-            day2 = (first_day + timedelta(days=1)).isoformat() if overnight else date
-            for second, state2 in direct(
-                db, first.destination, destination, day2, leave_after=_clock(first.scheduled_arrival_time_est)
-            ):
-                results.append((as_direct(first, state, date), as_direct(second, state2, day2)))
+        for first in direct_v2(db, date, origin, None):
+            first.date = date
+            day2 = next_day(date) if "+1" in first.scheduled_arrival_time_est else date
+            leave_after = first.scheduled_arrival_time_est
+            if sem.fix_peer_defects:  # compare clock times; the peers compare "01:30:00+1" as text
+                leave_after = leave_after.split("+", 1)[0]
+            for second in direct_v2(db, day2, first.destination, destination, leave_after):
+                second.date = day2
+                results.append([first, second])
+        return [[a.model_dump(), b.model_dump()] for a, b in results]
+
+    def _onestop_v1(db: DBView, origin: Any, destination: Any, day: Any) -> list[Any]:
+        results = []
+        try:
+            firsts = db.flights.lookup("origin", origin)
+        except TypeError:
+            firsts = []
+        for first in firsts:
+            for second in _route(db, first["destination"], destination):
+                day2 = next_day(day) if "+1" in first["scheduled_arrival_time_est"] else day
+                if first["scheduled_arrival_time_est"] > second["scheduled_departure_time_est"]:
+                    continue
+                if (
+                    day in first["dates"]
+                    and day2 in second["dates"]
+                    and first["dates"][day]["status"] == "available"
+                    and second["dates"][day2]["status"] == "available"
+                ):
+                    leg1 = {k: v for k, v in first.items() if k != "dates"}
+                    leg1.update(first["dates"][day])
+                    leg1["date"] = day
+                    leg2 = {k: v for k, v in second.items() if k != "dates"}
+                    leg2.update(second["dates"][day2 if sem.fix_peer_defects else day])
+                    leg2["date"] = day2
+                    results.append([leg1, leg2])
         return results
 
     @tools.tool(mutates=True)
     def send_certificate(db: DBView, user_id: str, amount: int) -> str:
-        """Add a travel certificate worth a number of dollars to a user's profile, as compensation. Only do
-        this when the policy allows it.
+        """Add a travel certificate worth a number of dollars to a user's profile, as compensation.
 
         Args:
             user_id: The id of the user to compensate, such as 'sara_doe_496'.
-            amount: The certificate's value in whole dollars, greater than zero.
+            amount: The certificate's value in dollars.
 
         """
-        user = get_user(db, user_id)
-        if amount <= 0:
-            raise ToolError("the certificate amount must be positive")
-        certificate_id = new_certificate_id(user)
-        methods = dict(user.payment_methods)
-        methods[certificate_id] = Certificate(source="certificate", id=certificate_id, amount=float(amount))
-        db.users.put(user.evolve(payment_methods=methods))
-        return f"Certificate {certificate_id} added to user {user_id} with amount {amount}."
+        user = user_of(db, user_id)
+        numbers: Iterable[int] = CERTIFICATE_NUMBERS
+        if sem.fix_peer_defects:
+            numbers = range(CERTIFICATE_NUMBERS[0], CERTIFICATE_NUMBERS[0] + len(user["payment_methods"]) + 3)
+        for number in numbers:
+            payment_id = f"certificate_{number}"
+            if payment_id not in user["payment_methods"]:
+                if v1:
+                    certificate = {"source": "certificate", "amount": amount, "id": payment_id}
+                else:
+                    certificate = Certificate(id=payment_id, amount=amount, source="certificate").model_dump()
+                db.users.edit(user_id)["payment_methods"][payment_id] = certificate
+                return f"Certificate {payment_id} added to user {user_id} with amount {amount}."
+        if v1:
+            return "None"  # v1's tool returns None here; its env then fails to build the observation
+        raise fail("too_many_certificates")
 
     @tools.tool
     def think(db: DBView, thought: str) -> str:
@@ -519,7 +679,8 @@ def build_tools(airports: Iterable[Airport] = (), *, seat_accounting: bool = Tru
     @tools.tool(terminal=True)
     def transfer_to_human_agents(db: DBView, summary: str) -> str:
         """Hand the user over to a human agent, with a summary of the issue. Do this only when the user asks
-        for a human, or when the request cannot be handled within the policy with the tools available.
+        for a human, or when the request cannot be handled within the policy with the tools available. The
+        conversation ends after the transfer.
 
         Args:
             summary: A short summary of the user's issue.
@@ -530,9 +691,9 @@ def build_tools(airports: Iterable[Airport] = (), *, seat_accounting: bool = Tru
     @tools.tool(mutates=True)
     def update_reservation_baggages(
         db: DBView, reservation_id: str, total_baggages: int, nonfree_baggages: int, payment_id: str
-    ) -> Reservation:
-        """Change the number of checked bags on a reservation; new non-free bags cost 50 dollars each,
-        charged to a saved credit card or gift card.
+    ) -> Any:
+        """Change the number of checked bags on a reservation. Each added non-free bag costs 50 dollars,
+        charged to a saved credit card or gift card (not a certificate). Returns the updated reservation.
 
         Args:
             reservation_id: The reservation id, such as 'ZFA04Y'.
@@ -542,32 +703,34 @@ def build_tools(airports: Iterable[Airport] = (), *, seat_accounting: bool = Tru
                 'gift_card_7815826'.
 
         """
-        reservation = get_reservation(db, reservation_id)
-        check_modifiable(reservation)
-        user = get_user(db, reservation.user_id)
-        if total_baggages < 0 or nonfree_baggages < 0 or nonfree_baggages > total_baggages:
-            raise ToolError("baggage counts must satisfy 0 <= nonfree_baggages <= total_baggages")
-        if total_baggages < reservation.total_baggages:
-            raise ToolError("checked bags can be added but not removed")
-        price = BAG_FEE * max(0, nonfree_baggages - reservation.nonfree_baggages)
-        user, payment = charge_for_update(user, payment_id, price)
-        history = reservation.payment_history if payment is None else (*reservation.payment_history, payment)
-        updated = reservation.evolve(
-            total_baggages=total_baggages, nonfree_baggages=nonfree_baggages, payment_history=history
-        )
-        db.reservations.put(updated)
-        db.users.put(user)
-        return updated
+        reservation = reservation_of(db, reservation_id)
+        if not v1:
+            user_of(db, reservation["user_id"])
+        total = BAG_FEE * max(0, nonfree_baggages - reservation["nonfree_baggages"])
+        if v1:
+            # v1 sets the bag counts before it takes the payment (the same end state; no error in between).
+            payment = charge_for_update(db, reservation["user_id"], payment_id, total)
+            reservation = db.reservations.edit(reservation_id)
+            reservation["total_baggages"] = total_baggages
+            reservation["nonfree_baggages"] = nonfree_baggages
+            if payment is not None:
+                reservation["payment_history"].append(payment)
+            return reservation
+        payment = charge_for_update(db, reservation["user_id"], payment_id, total)
+        reservation = db.reservations.edit(reservation_id)
+        if payment is not None:
+            reservation["payment_history"].append(payment)
+        reservation["total_baggages"] = total_baggages
+        reservation["nonfree_baggages"] = nonfree_baggages
+        return reservation
 
     @tools.tool(mutates=True)
     def update_reservation_flights(
         db: DBView, reservation_id: str, cabin: Cabin, flights: list[FlightInfo], payment_id: str
-    ) -> Reservation:
+    ) -> Any:
         """Change the flights and/or the cabin of a reservation, paying or refunding the fare difference
-        through a saved credit card or gift card.
-
-        Segments kept in the same cabin keep the price paid for them; new segments, and all segments when
-        the cabin changes, are priced at today's fare.
+        through a saved credit card or gift card (not a certificate). Segments kept in the same cabin keep
+        the price paid for them; new segments are priced at today's fare. Returns the updated reservation.
 
         Args:
             reservation_id: The reservation id, such as 'ZFA04Y'.
@@ -578,61 +741,110 @@ def build_tools(airports: Iterable[Airport] = (), *, seat_accounting: bool = Tru
                 'gift_card_7815826'.
 
         """
-        reservation = get_reservation(db, reservation_id)
-        check_modifiable(reservation)
-        user = get_user(db, reservation.user_id)
-        if not flights:
-            raise ToolError("at least one flight is required")
-        n = len(reservation.passengers)
-        old = {(s.flight_number, s.date): s for s in reservation.flights}
-        new_keys = [(f.flight_number, f.date) for f in flights]
-        if len(set(new_keys)) != len(new_keys):
-            raise ToolError("a flight is listed twice")
-        if reservation.cabin == "basic_economy" and set(new_keys) != set(old):
-            raise ToolError("flights of a basic economy reservation cannot be changed")
-        segments: list[ReservationFlight] = []
-        total = 0
+        if v1:
+            return _update_flights_v1(db, reservation_id, cabin, flights, payment_id)
+        flights = models_if_dicts(flights, FlightInfo)
+        reservation = reservation_of(db, reservation_id)
+        user_of(db, reservation["user_id"])
+        n = len(reservation["passengers"])
+        total: Any = 0
+        segments: list[dict[str, Any]] = []
         for info in flights:
-            flight = get_flight(db, info.flight_number)
-            kept = old.get((flight.flight_number, info.date))
-            if kept is not None and cabin == reservation.cabin:
-                segments.append(kept)
-                total += kept.price * n
-                continue
-            state = bookable(flight, info.date, cabin, n)
-            segment = ReservationFlight(
-                origin=flight.origin,
-                destination=flight.destination,
-                flight_number=flight.flight_number,
-                date=info.date,
-                price=state.prices.of(cabin),
+            kept = next(
+                (
+                    s
+                    for s in reservation["flights"]
+                    if s["flight_number"] == info.flight_number
+                    and s["date"] == info.date
+                    and cabin == reservation["cabin"]
+                ),
+                None,
             )
+            if kept is not None:
+                total += kept["price"] * n
+                segments.append(copy.deepcopy(kept))
+                continue
+            flight = flight_of(db, info.flight_number)
+            state = flight_date(db, info.flight_number, info.date)
+            if state["status"] != "available":
+                raise fail("unavailable", number=info.flight_number, date=info.date)
+            if state["available_seats"][cabin] < n:
+                raise fail("seats", number=info.flight_number)
+            segment = ReservationFlight(
+                flight_number=info.flight_number,
+                date=info.date,
+                price=state["prices"][cabin],
+                origin=flight["origin"],
+                destination=flight["destination"],
+            ).model_dump()
+            total += segment["price"] * n
             segments.append(segment)
-            total += segment.price * n
-        if segments[0].origin != reservation.origin:
-            raise ToolError(f"the trip must still start at {reservation.origin}")
-        if reservation.flight_type == "one_way" and segments[-1].destination != reservation.destination:
-            raise ToolError(f"the trip must still end at {reservation.destination}")
-        total -= sum(s.price for s in reservation.flights) * n
-        user, payment = charge_for_update(user, payment_id, total)
-        history = reservation.payment_history if payment is None else (*reservation.payment_history, payment)
-        updated = reservation.evolve(flights=tuple(segments), cabin=cabin, payment_history=history)
-        if seat_accounting:
-            deltas: dict[tuple[str, str], dict[str, int]] = {}
-            for s in reservation.flights:
-                deltas.setdefault((s.flight_number, s.date), {}).setdefault(reservation.cabin, 0)
-                deltas[(s.flight_number, s.date)][reservation.cabin] += n
-            for s in segments:
-                deltas.setdefault((s.flight_number, s.date), {}).setdefault(cabin, 0)
-                deltas[(s.flight_number, s.date)][cabin] -= n
-            adjust_seats(db, deltas)
-        db.reservations.put(updated)
-        db.users.put(user)
-        return updated
+        total -= sum(s["price"] for s in reservation["flights"]) * n
+        payment = charge_for_update(db, reservation["user_id"], payment_id, total)
+        old = [(s["flight_number"], s["date"]) for s in reservation["flights"]]
+        old_cabin = reservation["cabin"]
+        reservation = db.reservations.edit(reservation_id)
+        if payment is not None:
+            reservation["payment_history"].append(payment)
+        reservation["flights"] = segments
+        reservation["cabin"] = cabin
+        if sem.seat_accounting:
+            move_seats(db, old, old_cabin, n)
+            move_seats(db, [(s["flight_number"], s["date"]) for s in segments], cabin, -n)
+        return reservation
+
+    def _update_flights_v1(db: DBView, reservation_id: Any, cabin: Any, flights: Any, payment_id: Any) -> Any:
+        if reservation_id not in db.reservations:
+            raise fail("reservation")
+        reservation = db.reservations[reservation_id]
+        n = len(reservation["passengers"])
+        total: Any = 0
+        flights = copy.deepcopy(flights)
+        for segment in flights:
+            kept = [
+                s
+                for s in reservation["flights"]
+                if s["flight_number"] == segment["flight_number"]
+                and s["date"] == segment["date"]
+                and cabin == reservation["cabin"]
+            ]
+            if kept:
+                total += kept[0]["price"] * n
+                segment["price"] = kept[0]["price"]
+                segment["origin"] = kept[0]["origin"]
+                segment["destination"] = kept[0]["destination"]
+                continue
+            number = segment["flight_number"]
+            if number not in db.flights:
+                raise fail("flight", number=number)
+            flight = db.flights[number]
+            if segment["date"] not in flight["dates"]:
+                raise fail("flight_date", number=number, date=segment["date"])
+            state = flight["dates"][segment["date"]]
+            if state["status"] != "available":
+                raise fail("unavailable", number=number, date=segment["date"])
+            if state["available_seats"][cabin] < n:
+                raise fail("seats", number=number)
+            segment["price"] = state["prices"][cabin]
+            segment["origin"] = flight["origin"]
+            segment["destination"] = flight["destination"]
+            total += segment["price"] * n
+        total -= sum(s["price"] for s in reservation["flights"]) * n
+        old = [(s["flight_number"], s["date"]) for s in reservation["flights"]]
+        payment = charge_for_update(db, reservation["user_id"], payment_id, total)
+        reservation = db.reservations.edit(reservation_id)
+        reservation["flights"] = flights
+        if payment is not None:
+            reservation["payment_history"].append(payment)
+        if sem.seat_accounting:
+            move_seats(db, old, reservation["cabin"], n)
+            move_seats(db, [(s["flight_number"], s["date"]) for s in flights], reservation["cabin"], -n)
+        return reservation
 
     @tools.tool(mutates=True)
-    def update_reservation_passengers(db: DBView, reservation_id: str, passengers: list[PassengerInfo]) -> Reservation:
-        """Replace the passenger details of a reservation; the number of passengers cannot change.
+    def update_reservation_passengers(db: DBView, reservation_id: str, passengers: list[PassengerInfo]) -> Any:
+        """Replace the passenger details of a reservation; the number of passengers cannot change. Returns
+        the updated reservation.
 
         Args:
             reservation_id: The reservation id, such as 'ZFA04Y'.
@@ -640,16 +852,17 @@ def build_tools(airports: Iterable[Airport] = (), *, seat_accounting: bool = Tru
                 of birth.
 
         """
-        reservation = get_reservation(db, reservation_id)
-        check_modifiable(reservation)
-        if len(passengers) != len(reservation.passengers):
-            raise ToolError(
-                f"the number of passengers cannot change: the reservation has {len(reservation.passengers)}, "
-                f"{len(passengers)} were given"
-            )
-        updated = reservation.evolve(passengers=tuple(Passenger(**p.model_dump()) for p in passengers))
-        db.reservations.put(updated)
-        return updated
+        if not v1:
+            passengers = models_if_dicts(passengers, Passenger)
+        reservation = reservation_of(db, reservation_id)
+        if len(passengers) != len(reservation["passengers"]):
+            raise fail("passengers")
+        reservation = db.reservations.edit(reservation_id)
+        if v1:
+            reservation["passengers"] = passengers
+        else:
+            reservation["passengers"] = [_dump(p) for p in copy.deepcopy(passengers)]
+        return reservation
 
     @tools.tool
     def get_flight_status(db: DBView, flight_number: str, date: str) -> str:
@@ -661,20 +874,33 @@ def build_tools(airports: Iterable[Airport] = (), *, seat_accounting: bool = Tru
             date: The date as 'YYYY-MM-DD', such as '2024-05-15'.
 
         """
-        state = get_flight(db, flight_number).dates.get(date)
-        if state is None:
-            raise ToolError(f"flight {flight_number} does not operate on {date}")
-        return state.status
+        return flight_date(db, flight_number, date)["status"]
 
-    return tools
-
-
-def index_keys() -> tuple[tuple[str, str, Callable[[Any], Any]], ...]:
-    """The secondary indexes the tools look up: (table, name, key function)."""
-    return (
-        ("flights", "route", lambda f: (f.origin, f.destination)),
-        ("flights", "origin", lambda f: f.origin),
-    )
+    names = list(TOOL_LISTS[sem.tools_of])
+    if sem.extra_tools:
+        names += [n for n in TOOL_LISTS["extra"] if n not in names]
+    return tools.subset(names)
 
 
-__all__ = ["NOW", "build_tools", "evaluate", "index_keys", "new_certificate_id", "new_reservation_id", "next_id"]
+def _route(db: DBView, origin: Any, destination: Any) -> list[dict[str, Any]]:
+    """Flights from ``origin`` to ``destination`` in table order (none when a code is unhashable)."""
+    try:
+        return db.flights.lookup("route", (origin, destination))
+    except TypeError:
+        return []
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _dump(value: Any) -> Any:
+    # tau2 stores its Passenger objects; anything else it was given is stored (and later dumped) as it is.
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
+__all__ = ["MESSAGES", "NOW", "PEER_AIRPORTS", "TOOL_LISTS", "build_tools", "index_keys", "next_id"]

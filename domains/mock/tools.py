@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from apigen_envs.db import DBView
 from apigen_envs.errors import ToolError
 from apigen_envs.tools import ToolSet
-
-from .models import Account, Customer
 
 
 def build_tools() -> ToolSet:
@@ -20,11 +18,10 @@ def build_tools() -> ToolSet:
     """
     tools = ToolSet()
 
-    def _account(db: DBView, account_id: str) -> Account:
-        account = db.accounts.get(account_id)
-        if account is None:
+    def _account(db: DBView, account_id: str, *, edit: bool = False) -> dict[str, Any]:
+        if account_id not in db.accounts:
             raise ToolError(f"account {account_id} not found")
-        return account
+        return db.accounts.edit(account_id) if edit else db.accounts[account_id]
 
     @tools.tool
     def find_customer_by_email(db: DBView, email: str) -> str:
@@ -34,13 +31,13 @@ def build_tools() -> ToolSet:
             email: The customer's email, such as 'ana@example.com'.
 
         """
-        found = db.customers.lookup("email", email.strip().lower())
+        found = db.customers.lookup_keys("email", email.strip().lower())
         if not found:
             raise ToolError("customer not found")
-        return found[0].customer_id
+        return found[0]
 
     @tools.tool
-    def get_customer_details(db: DBView, customer_id: str) -> Customer:
+    def get_customer_details(db: DBView, customer_id: str) -> dict[str, Any]:
         """Get a customer's profile, including the ids of their accounts.
 
         Args:
@@ -53,7 +50,7 @@ def build_tools() -> ToolSet:
         return customer
 
     @tools.tool
-    def get_account_details(db: DBView, account_id: str) -> Account:
+    def get_account_details(db: DBView, account_id: str) -> dict[str, Any]:
         """Get an account's balance, status and nickname.
 
         Args:
@@ -77,16 +74,18 @@ def build_tools() -> ToolSet:
         if from_account_id == to_account_id:
             raise ToolError("source and destination must differ")
         src, dst = _account(db, from_account_id), _account(db, to_account_id)
-        if src.status != "open" or dst.status != "open":
+        if src["status"] != "open" or dst["status"] != "open":
             raise ToolError("both accounts must be open")
-        if src.balance < amount:
+        if src["balance"] < amount:
             raise ToolError("insufficient funds")
-        db.accounts.put(src.evolve(balance=round(src.balance - amount, 2)))
-        db.accounts.put(dst.evolve(balance=round(dst.balance + amount, 2)))
+        src = _account(db, from_account_id, edit=True)
+        src["balance"] = round(src["balance"] - amount, 2)
+        dst = _account(db, to_account_id, edit=True)
+        dst["balance"] = round(dst["balance"] + amount, 2)
         return f"transferred {amount:.2f} from {from_account_id} to {to_account_id}"
 
     @tools.tool(mutates=True)
-    def set_account_nickname(db: DBView, account_id: str, nickname: str) -> Account:
+    def set_account_nickname(db: DBView, account_id: str, nickname: str) -> dict[str, Any]:
         """Give an account a nickname shown in the customer's app.
 
         Args:
@@ -96,12 +95,12 @@ def build_tools() -> ToolSet:
         """
         if not 1 <= len(nickname) <= 30:
             raise ToolError("nickname must be 1 to 30 characters")
-        account = _account(db, account_id).evolve(nickname=nickname)
-        db.accounts.put(account)
+        account = _account(db, account_id, edit=True)
+        account["nickname"] = nickname
         return account
 
     @tools.tool(mutates=True)
-    def close_account(db: DBView, account_id: str, reason: Literal["moving", "fees", "other"]) -> Account:
+    def close_account(db: DBView, account_id: str, reason: Literal["moving", "fees", "other"]) -> dict[str, Any]:
         """Close an open account with a zero balance.
 
         Args:
@@ -110,12 +109,13 @@ def build_tools() -> ToolSet:
 
         """
         account = _account(db, account_id)
-        if account.status != "open":
+        if account["status"] != "open":
             raise ToolError("account is not open")
-        if account.balance != 0:
+        if account["balance"] != 0:
             raise ToolError("balance must be zero before closing")
-        account = account.evolve(status="closed", close_reason=reason)
-        db.accounts.put(account)
+        account = _account(db, account_id, edit=True)
+        account["status"] = "closed"
+        account["close_reason"] = reason
         return account
 
     @tools.tool

@@ -20,7 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .models import to_cents
+
+def to_cents(value: float) -> float:
+    """Round an amount of money to cents, as the generator stores every amount (tools do not round)."""
+    return round(float(value), 2)
+
 
 # ---------------------------------------------------------------------------------------------- catalog
 # fmt: off

