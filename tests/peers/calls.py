@@ -59,7 +59,7 @@ def mutate(p: Picker, name: str, args: dict[str, Any], required: Sequence[str]) 
     elif kind == "unknown_tool":
         name = p.choice(["cancel_order", "get_order", "refund", "lookup_user"])
     elif kind == "reserved":
-        args[p.choice(["data", "self"])] = "value"
+        args[p.choice(["data", "self", "tool_name", "requestor"])] = "value"
     return name, args
 
 
