@@ -102,3 +102,22 @@ def test_arguments_nested_too_deep_are_dropped_not_recursed_into():
     assert message.tool_calls[0].arguments == TOO_DEEP_ARGUMENTS
     shallow = {"passengers": [{"name": "A", "dob": "1990-01-01"}], "payment": {"id": "p", "amount": 1}}
     assert ToolCall(id="c", name="t", arguments=shallow).arguments == shallow
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(JSON_VALUES)
+def test_clean_json_output_always_serialises_and_clean_values_come_back_as_is(value):
+    out = clean_json(value, 64)
+    json.dumps(out, ensure_ascii=False).encode("utf-8")
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        assert out is not value
+    else:
+        assert out is value
