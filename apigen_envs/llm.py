@@ -262,6 +262,7 @@ _FENCE_RE = re.compile(r"```[a-zA-Z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
 _NAME_KEYS = ("name", "tool", "tool_name", "function", "action", "api")
 _ARG_KEYS = ("arguments", "parameters", "args", "kwargs", "input", "tool_input", "action_input")
 _DECODER = json.JSONDecoder()
+_OPENER_RE = re.compile(r"[{\[]")
 
 
 def scan_json(text: str) -> list[tuple[Any, int, int]]:
@@ -276,19 +277,17 @@ def scan_json(text: str) -> list[tuple[Any, int, int]]:
     """
     found = []
     i = 0
-    while i < len(text):
-        if text[i] in "{[":
-            try:
-                value, end = _DECODER.raw_decode(text, i)
-            except json.JSONDecodeError:
-                i += 1
-                continue
-            except RecursionError:
-                break  # nested past the recursion limit: nothing usable from here on, and rescanning is O(n^2)
-            found.append((value, i, end))
-            i = end
-        else:
+    while (match := _OPENER_RE.search(text, i)) is not None:
+        i = match.start()  # jump from bracket to bracket: a long reply without JSON costs one regex scan
+        try:
+            value, end = _DECODER.raw_decode(text, i)
+        except json.JSONDecodeError:
             i += 1
+            continue
+        except RecursionError:
+            break  # nested past the recursion limit: nothing usable from here on, and rescanning is O(n^2)
+        found.append((value, i, end))
+        i = end
     return found
 
 
