@@ -35,6 +35,7 @@ from apigen_envs.fake_server import ScriptedServer
 from apigen_envs.llm import LLMConfig, OpenAIClient
 from apigen_envs.messages import tool_call
 from apigen_envs.protocols import UserTurn
+from apigen_envs.registry import load_domain
 from apigen_envs.simulators.scripted_user import ScriptedUser
 from apigen_envs.tools import ToolSet
 
@@ -158,7 +159,7 @@ def test_lone_surrogates_from_the_user_simulator_and_its_trace_are_written(mock_
     episodes = Collector(mock_domain, OracleAgent(), SurrogateUser(), trials=1).run(out=out)
     assert len(episodes) == 5
     records = assert_clean_jsonl(out, 5)
-    assert all(r["user_trace"] and r["user_trace"][0]["raw"] == "\ufffd" for r in records)  # repaired at write
+    assert all(r["user_trace"] and r["user_trace"][0]["raw"] == "\ufffd" for r in records)  # repaired on entry
     assert all(ep.reward == 1.0 for ep in load_episodes([out]))
 
 
@@ -458,6 +459,12 @@ def test_slow_clients_are_cut_off_and_their_sockets_freed():
         )
         for sock in slow_heads[:10]:  # trickling bytes does not reset the deadline
             sock.sendall(b"X-A")
+        # Meanwhile, real clients are served as usual.
+        with RemoteEnv(srv.base_url, domain="mock", reveal_task=True) as env:
+            from apigen_envs.testing import run_episode
+
+            rewards = [run_episode(env, OracleAgent(), task_id=task)[0] for task in load_domain("mock").tasks]
+        assert rewards == [1.0] * 5
         answers = [_closed_by_server(sock, within=10) for sock in slow_heads]
         assert all(a is not None for a in answers), "a slow client's connection was still open"
         assert all(a == b"" or a.startswith(b"HTTP/1.1 408") for a in answers)
