@@ -226,7 +226,7 @@ class RemoteEnv:
         self._obs = tuple(data["observation"])
         self._info = self._info_from(data["info"])
         self._done = bool(data.get("done"))
-        return self._obs, dict(self._info)
+        return _fresh(self._obs), dict(self._info)
 
     def _after_step(self, data: dict[str, Any]) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         # A server that ignores ``since`` sends everything, with no observation_start: start 0 covers both.
