@@ -28,6 +28,56 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+def _load_episodes_noting_skips(paths: Sequence[str | Path]) -> list[Any]:
+    """``load_episodes``, saying on stderr when a truncated last line (an interrupted write) was skipped."""
+    import warnings
+
+    from apigen_envs.episodes_io import TruncatedLineWarning, load_episodes
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruncatedLineWarning)
+        episodes = load_episodes(paths)
+    for warning in caught:
+        if issubclass(warning.category, TruncatedLineWarning):
+            print(f"warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return episodes
+
+
+def _check_agent_episodes(own: Sequence[Any], failures: Sequence[str]) -> int:
+    """Say on stderr what kept agent episodes out of the metrics; 1 when none could be scored or some were lost.
+
+    Args:
+        own: The agent's episodes of this run's tasks (resumed ones included).
+        failures: Episodes the collector could not run or write (``episode_id: reason``).
+
+    Returns:
+        The exit code: 0, or 1 when no agent episode could be scored or an episode could not be written.
+    """
+    code = 0
+    if failures:
+        print(
+            f"error: {len(failures)} episode(s) could not be run or written (rerun the command to retry them); "
+            f"first: {failures[0]}",
+            file=sys.stderr,
+        )
+        code = 1
+    infra = [ep for ep in own if ep.is_infra_failure]
+    first = next((f"{ep.termination}: {ep.error}" for ep in infra if ep.error), infra[0].termination if infra else "")
+    if len(infra) == len(own):
+        reason = f"all {len(own)} failed for infrastructure reasons; first: {first}" if own else "none were run"
+        print(f"error: no agent episode could be scored: {reason}", file=sys.stderr)
+        return 1
+    if infra:
+        print(
+            f"warning: {len(infra)} of {len(own)} agent episodes failed for infrastructure reasons and are left out "
+            f"of the metrics; first: {first}",
+            file=sys.stderr,
+        )
+    return code
+
+
 def cmd_domains(args: argparse.Namespace) -> int:
     """List the built-in domains with their sizes."""
     from apigen_envs.registry import GYM_IDS, list_domains, load_domain
@@ -157,7 +207,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from apigen_envs.baselines.noop import NoopAgent
     from apigen_envs.collect import Collector
-    from apigen_envs.episodes_io import load_episodes
     from apigen_envs.metrics import format_table, summarize_groups
     from apigen_envs.registry import load_domain
     from apigen_envs.report import write_report
@@ -184,10 +233,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         total = len(tasks) * args.trials
         print(f"running {agent.name} on {len(tasks)} {domain.name} tasks x {args.trials} trials -> {out}")
         with tqdm(total=total, disable=args.quiet, unit="ep") as bar:
+            collector: Any
             if args.backend == "ray":
                 from apigen_envs.ray_backend import RayCollector
 
-                RayCollector(
+                collector = RayCollector(
                     args.domain,
                     functools.partial(_agent_only, args, base_url, model),
                     functools.partial(_user_only, args, base_url, model),
@@ -201,9 +251,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                     agent_config=agent_config,
                     user_config=user_config,
                     on_episode=lambda ep: bar.update(1),
-                ).run(tasks, out=out)
+                )
             else:
-                Collector(
+                collector = Collector(
                     domain,
                     agent,
                     user,
@@ -214,17 +264,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                     agent_config=agent_config,
                     user_config=user_config,
                     on_episode=lambda ep: bar.update(1),
-                ).run(tasks, out=out)
+                )
+            collector.run(tasks, out=out)
+    task_ids = {t.id for t in tasks}
+    own = [ep for ep in _load_episodes_noting_skips([out]) if ep.task_id in task_ids]
     if args.agent != "noop" and not args.no_baseline:
         baseline = out.with_name("baseline-noop.jsonl")
         Collector(domain, NoopAgent(), trials=args.trials, max_turns=args.max_turns, base_seed=args.seed).run(
             tasks, out=baseline
         )
-        episodes = load_episodes([out, baseline])
+        episodes = own + [ep for ep in _load_episodes_noting_skips([baseline]) if ep.task_id in task_ids]
     else:
-        episodes = load_episodes([out])
-    task_ids = {t.id for t in tasks}
-    episodes = [ep for ep in episodes if ep.task_id in task_ids]
+        episodes = own
     summaries = list(summarize_groups(episodes).values())
     print()
     print(format_table(summaries))
@@ -232,16 +283,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     for kind, path in written.items():
         print(f"{kind:>8}: {path}")
-    return 0
+    return _check_agent_episodes(own, collector.failures)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Metrics and report pages from episode files."""
-    from apigen_envs.episodes_io import load_episodes
     from apigen_envs.metrics import format_table, summarize_groups
     from apigen_envs.report import write_report
 
-    episodes = load_episodes(args.episodes)
+    episodes = _load_episodes_noting_skips(args.episodes)
     if not episodes:
         return _fail("no episodes in the given files")
     price = (args.price_in, args.price_out) if args.price_in is not None and args.price_out is not None else None
@@ -338,8 +388,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments (defaults to ``sys.argv[1:]``).
 
     Returns:
-        The exit code.
+        The exit code (141, as for a process ended by SIGPIPE, when the reader of stdout went away).
     """
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a pipe closed early fails here (also after --help), not at interpreter exit
+    except BrokenPipeError:
+        # `apigen-envs tasks | head`: the reader has all it wants. Stop quietly, as Unix tools do; stdout goes
+        # to /dev/null so the interpreter's final flush does not fail again. Files written so far are complete
+        # lines (a run resumes), and SIGPIPE itself stays ignored so a closed socket cannot kill a collection.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + 13
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     for name in ("trials", "concurrency", "max_turns"):
         if getattr(args, name, 1) < 1:

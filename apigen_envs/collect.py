@@ -81,6 +81,8 @@ class Collector:
         user_config: User simulator settings recorded on every episode.
         data_dir: Data directory when ``domain`` is a name.
         on_episode: Called with each finished episode (progress bars, live metrics).
+        failures: After a run, the episodes that could not be run or written (``episode_id: reason``); they
+            are not in the file, so a resume runs them again. Empty when all went well.
     """
 
     domain: Domain | str
@@ -94,6 +96,7 @@ class Collector:
     user_config: dict[str, Any] = field(default_factory=dict)
     data_dir: str | Path | None = None
     on_episode: Callable[[Episode], None] | None = None
+    failures: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.domain, str):
@@ -133,7 +136,8 @@ class Collector:
             out: JSONL file to append to; its existing episode ids are skipped (resume).
 
         Returns:
-            The episodes run by this call, in completion order.
+            The episodes run by this call, in completion order (episodes that failed to run or to be written
+            are left out and listed in :attr:`failures`).
         """
         assert isinstance(self.domain, Domain)
         task_list = list(tasks) if tasks is not None else list(self.domain.tasks.values())
@@ -142,6 +146,7 @@ class Collector:
         pending = [job for job in self.jobs(task_list) if run_key(agent, model, job.episode_id) not in done]
         writer = EpisodeWriter(out) if out is not None else None
         results: list[Episode] = []
+        self.failures = []
         queue: asyncio.Queue[Job] = asyncio.Queue()
         for job in pending:
             queue.put_nowait(job)
@@ -152,9 +157,15 @@ class Collector:
                     job = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                episode = await self.run_job(job)
-                if writer is not None:
-                    writer.write(episode)
+                # One episode that cannot be run or written must not stop the others: record it and go on
+                # (it is not in the file, so a resume runs it again).
+                try:
+                    episode = await self.run_job(job)
+                    if writer is not None:
+                        writer.write(episode)
+                except Exception as exc:  # noqa: BLE001 - reported on self.failures and by the CLI
+                    self.failures.append(f"{job.episode_id}: {describe_error(exc)}")
+                    continue
                 results.append(episode)
                 if self.on_episode is not None:
                     self.on_episode(episode)

@@ -2,21 +2,58 @@
 
 Writers append one line per finished episode and flush, so a killed process leaves at most one partial
 last line; readers tolerate (and the resuming writer repairs) exactly that, and reject any other bad line
-with the file name and line number.
+with the file name and line number. A last line that is complete but lacks its newline (the kill fell
+between the record and the newline) is kept and counted; a truncated one is moved to a ``.corrupt`` side
+file, with a :class:`TruncatedLineWarning`, and its episode is run again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import Any
 
 from pydantic import ValidationError
 
 from apigen_envs.episode import Episode
-from apigen_envs.errors import DataFileError
+from apigen_envs.errors import DataFileError, EpisodeWriteError
+from apigen_envs.text import model_json
+
+# Deep enough for any Episode (messages hold arguments at most MAX_ARGUMENT_DEPTH deep), shallow enough to
+# recurse into safely when a record has to be repaired before it can be written.
+_MAX_RECORD_DEPTH = 200
+
+
+class TruncatedLineWarning(UserWarning):
+    """An unterminated, unparsable last line (an interrupted write) was skipped or set aside."""
+
+
+def corrupt_path(path: str | Path) -> Path:
+    """The side file that receives truncated last lines of ``path`` (``episodes.jsonl.corrupt``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".corrupt")
+
+
+def _record_key(raw: bytes) -> str | None:
+    """The resume key of a line (see :func:`run_key`), or None when the line is not a whole episode record."""
+    try:
+        record = json.loads(raw)
+        return run_key(
+            record.get("agent", "unknown"),
+            record.get("agent_config", {}).get("model"),
+            str(record["episode_id"]),
+        )
+    except (ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _is_complete_record(raw: bytes) -> bool:
+    """Whether a line is a whole episode record (what resume counts as done)."""
+    return _record_key(raw) is not None
 
 
 def _read_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
@@ -49,6 +86,11 @@ def iter_episodes(path: str | Path, *, allow_partial_tail: bool = True) -> Itera
             yield Episode.model_validate_json(raw)
         except (ValidationError, ValueError) as exc:
             if is_tail and allow_partial_tail:
+                warnings.warn(
+                    f"{path}:{number}: skipped a truncated last line ({len(raw)} bytes, an interrupted write)",
+                    TruncatedLineWarning,
+                    stacklevel=2,
+                )
                 return
             reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
             raise DataFileError(f"{path}:{number}: not a valid episode ({reason})") from None
@@ -70,13 +112,17 @@ def load_episodes(paths: Iterable[str | Path]) -> list[Episode]:
 
 
 def repair_tail(path: Path) -> int:
-    """Cut an unterminated last line (a write interrupted by a kill) so appends start on a fresh line.
+    """Make an unterminated last line (a write interrupted by a kill) safe to append after.
+
+    A last line that is a complete record only lacks its newline: the newline is added and the record kept
+    (resume counts it as done). A truncated one is appended to :func:`corrupt_path` and cut from the file,
+    with a :class:`TruncatedLineWarning`, so its episode runs again and nothing is lost without a word.
 
     Args:
         path: The JSONL file (missing is fine).
 
     Returns:
-        How many bytes were removed.
+        How many bytes were removed from ``path`` (0 when a complete last line only got its newline).
     """
     if not path.exists():
         return 0
@@ -84,13 +130,49 @@ def repair_tail(path: Path) -> int:
     if not data or data.endswith(b"\n"):
         return 0
     keep = data.rfind(b"\n") + 1
+    tail = data[keep:]
+    if _is_complete_record(tail):
+        with path.open("ab") as fh:
+            fh.write(b"\n")
+        return 0
+    if tail.strip():
+        side = corrupt_path(path)
+        # The side file is written (and synced) before the cut, so a kill in between only duplicates the bytes.
+        with side.open("ab") as fh:
+            fh.write(tail + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        warnings.warn(
+            f"{path}: set aside a truncated last line ({len(tail)} bytes, an interrupted write) in {side}; "
+            "its episode runs again",
+            TruncatedLineWarning,
+            stacklevel=2,
+        )
     with path.open("r+b") as fh:
         fh.truncate(keep)
-    return len(data) - keep
+    return len(tail)
+
+
+def episode_line(episode: Episode) -> bytes:
+    """One episode as a JSONL line (UTF-8, newline-terminated).
+
+    Text that entered through messages is already encodable; anything else a record may carry (an error
+    text, a user-simulator trace) is repaired here rather than lost: lone surrogates become U+FFFD.
+
+    Raises:
+        EpisodeWriteError: When the record cannot be serialised even after repair.
+    """
+    try:
+        return model_json(episode, _MAX_RECORD_DEPTH) + b"\n"
+    except ValueError as exc:
+        raise EpisodeWriteError(f"episode {episode.episode_id!r} cannot be serialised ({exc})") from None
 
 
 class EpisodeWriter:
     """Appends episodes to a JSONL file, one flushed (and fsynced) line each: O(1) per episode.
+
+    A failed write (an unserialisable record, a full disk) raises :class:`EpisodeWriteError` and leaves the
+    file as it was before the call, so the caller can record the failure and go on with other episodes.
 
     Args:
         path: The output file; parent folders are created.
@@ -101,19 +183,32 @@ class EpisodeWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_tail(self.path)
-        self._fh: IO[str] | None = self.path.open("a", encoding="utf-8")
+        # Unbuffered: a failed write leaves nothing pending that a later flush could add after the cut.
+        self._fh: Any = self.path.open("ab", buffering=0)
         self._fsync = fsync
 
     def write(self, episode: Episode) -> None:
-        """Append one episode as a single line."""
+        """Append one episode as a single line.
+
+        Raises:
+            EpisodeWriteError: When the episode could not be written (the file is unchanged).
+            ValueError: When the writer is closed.
+        """
         if self._fh is None:
             raise ValueError("writer is closed")
-        line = episode.model_dump_json() + "\n"
-        # One write call per line keeps a kill from interleaving two partial records.
-        self._fh.write(line)
-        self._fh.flush()
-        if self._fsync:
-            os.fsync(self._fh.fileno())
+        line = episode_line(episode)
+        start = self._fh.tell()
+        try:
+            # One write call per line keeps a kill from interleaving two partial records.
+            written = self._fh.write(line)
+            while written < len(line):
+                written += self._fh.write(line[written:])
+            if self._fsync:
+                os.fsync(self._fh.fileno())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fh.fileno(), start)  # no partial line for the next write to follow
+            raise EpisodeWriteError(f"episode {episode.episode_id!r} was not written to {self.path}: {exc}") from exc
 
     def close(self) -> None:
         """Close the file."""
@@ -144,17 +239,10 @@ def existing_ids(path: str | Path) -> set[str]:
         return set()
     keys = set()
     for number, raw, is_tail in _read_lines(path):
-        try:
-            record = json.loads(raw)
-            keys.add(
-                run_key(
-                    record.get("agent", "unknown"),
-                    record.get("agent_config", {}).get("model"),
-                    str(record["episode_id"]),
-                )
-            )
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            if is_tail:
-                continue  # repair_tail() removes it before the next append
-            raise DataFileError(f"{path}:{number}: not a valid episode line") from None
+        key = _record_key(raw)
+        if key is not None:
+            keys.add(key)  # a complete last line without its newline counts: repair_tail() keeps it
+        elif not is_tail:
+            raise DataFileError(f"{path}:{number}: not a valid episode line")
+        # else: a truncated last line; repair_tail() sets it aside and the episode runs again
     return keys

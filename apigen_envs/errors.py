@@ -61,6 +61,10 @@ class LLMError(ApigenError, RuntimeError):
     """An LLM call failed after retries (server down, timeouts, malformed replies)."""
 
 
+class EpisodeWriteError(ApigenError, OSError):
+    """One episode could not be written (unserialisable record, disk full); the file is left as it was."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return a ``" Did you mean 'x'?"`` hint for the closest choice, or an empty string.
 

@@ -315,6 +315,7 @@ class ScriptedServer:
         self._lock = threading.Lock()
         self._next_reply = 0
         self._requests: list[dict[str, Any]] = []
+        self._headers: list[dict[str, str]] = []
         self._count = 0
         self._counter = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -418,6 +419,15 @@ class ScriptedServer:
             return self._count
 
     @property
+    def request_headers(self) -> list[dict[str, str]]:
+        """The headers (names lower-cased) of the chat-completion requests received, in arrival order.
+
+        Tests use it to check what credentials a client sent (e.g. that a key never reached this server).
+        """
+        with self._lock:
+            return list(self._headers)
+
+    @property
     def requests(self) -> list[dict[str, Any]]:
         """A copy of the JSON bodies of the chat-completion requests received, in arrival order."""
         with self._lock:
@@ -439,7 +449,7 @@ class ScriptedServer:
                     return
                 method, path, headers, body = request
                 keep_alive = headers.get("connection", "").lower() != "close"
-                if not await self._dispatch(writer, method, path, body, keep_alive):
+                if not await self._dispatch(writer, method, path, body, keep_alive, headers):
                     return
                 if not keep_alive:
                     return
@@ -528,7 +538,13 @@ class ScriptedServer:
         await writer.drain()
 
     async def _dispatch(
-        self, writer: asyncio.StreamWriter, method: str, path: str, body: bytes, keep_alive: bool
+        self,
+        writer: asyncio.StreamWriter,
+        method: str,
+        path: str,
+        body: bytes,
+        keep_alive: bool,
+        headers: Mapping[str, str] | None = None,
     ) -> bool:
         """Answer one request. Returns False when the connection must be closed."""
         route = path.rstrip("/")
@@ -559,6 +575,7 @@ class ScriptedServer:
         with self._lock:
             self._count += 1
             self._requests.append(request)
+            self._headers.append(dict(headers or {}))
         if request.get("stream"):
             await self._send(writer, 400, _error_body(400, "streaming is not supported"), keep_alive=keep_alive)
             return True

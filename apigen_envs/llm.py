@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from apigen_envs.errors import LLMError
 from apigen_envs.messages import AssistantMessage, ToolCall, Usage
+from apigen_envs.text import clean_text
 
 T = TypeVar("T")
 
@@ -261,6 +262,7 @@ _FENCE_RE = re.compile(r"```[a-zA-Z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
 _NAME_KEYS = ("name", "tool", "tool_name", "function", "action", "api")
 _ARG_KEYS = ("arguments", "parameters", "args", "kwargs", "input", "tool_input", "action_input")
 _DECODER = json.JSONDecoder()
+_OPENER_RE = re.compile(r"[{\[]")
 
 
 def scan_json(text: str) -> list[tuple[Any, int, int]]:
@@ -275,17 +277,17 @@ def scan_json(text: str) -> list[tuple[Any, int, int]]:
     """
     found = []
     i = 0
-    while i < len(text):
-        if text[i] in "{[":
-            try:
-                value, end = _DECODER.raw_decode(text, i)
-            except json.JSONDecodeError:
-                i += 1
-                continue
-            found.append((value, i, end))
-            i = end
-        else:
+    while (match := _OPENER_RE.search(text, i)) is not None:
+        i = match.start()  # jump from bracket to bracket: a long reply without JSON costs one regex scan
+        try:
+            value, end = _DECODER.raw_decode(text, i)
+        except json.JSONDecodeError:
             i += 1
+            continue
+        except RecursionError:
+            break  # nested past the recursion limit: nothing usable from here on, and rescanning is O(n^2)
+        found.append((value, i, end))
+        i = end
     return found
 
 
@@ -321,10 +323,12 @@ def coerce_arguments(raw: Any) -> dict[str, Any] | str:
             return {}
         try:
             value = json.loads(raw)
+        except RecursionError:
+            return raw  # too deep to parse: ToolCall drops it, and the env answers with an error observation
         except json.JSONDecodeError:
             try:
                 value = json.loads(undouble_braces(raw))
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 return raw  # the env answers unparsable arguments with an error observation
         return value if isinstance(value, dict) else raw
     return json.dumps(raw)
@@ -588,11 +592,15 @@ class OpenAIClient:
 
     Args:
         config: Model, server and sampling settings.
+        api_key: A key to use instead of ``$config.api_key_env`` ("" sends no key: a placeholder, as for
+            servers that need none). For URLs chosen by someone else (an env server's client), so the
+            environment's own key never goes there. Kept off the config, so it is never recorded.
 
     """
 
-    def __init__(self, config: LLMConfig) -> None:
+    def __init__(self, config: LLMConfig, *, api_key: str | None = None) -> None:
         self.config = config
+        self._explicit_key = api_key
         self._lock = threading.Lock()
         self._sync: tuple[str, Any] | None = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSlot] = weakref.WeakKeyDictionary()
@@ -603,6 +611,8 @@ class OpenAIClient:
 
     # -------------------------------------------------------------- setup
     def _api_key(self) -> str:
+        if self._explicit_key is not None:
+            return self._explicit_key or _PLACEHOLDER_KEY
         key = os.environ.get(self.config.api_key_env)
         if key:
             return key
@@ -617,12 +627,19 @@ class OpenAIClient:
         return _PLACEHOLDER_KEY
 
     def _client_kwargs(self, key: str) -> dict[str, Any]:
-        return {
+        kwargs: dict[str, Any] = {
             "api_key": key,
             "base_url": self.config.resolved_base_url(),
             "max_retries": 0,
             "timeout": self.config.timeout_s,
         }
+        if self._explicit_key is not None:
+            import openai
+
+            # The openai client also sends $OPENAI_ORG_ID / $OPENAI_PROJECT_ID: the environment's account, too,
+            # stays away from a URL chosen by someone else.
+            kwargs["default_headers"] = {"OpenAI-Organization": openai.Omit(), "OpenAI-Project": openai.Omit()}
+        return kwargs
 
     def _sync_client(self) -> Any:
         import openai
@@ -709,7 +726,8 @@ class OpenAIClient:
             prompt_tokens=int(getattr(usage_obj, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage_obj, "completion_tokens", 0) or 0),
         )
-        content = msg.content if isinstance(msg.content, str) else None
+        # Model text is made encodable here, where it enters (a JSON "\ud83d" escape decodes to a lone surrogate).
+        content = clean_text(msg.content) if isinstance(msg.content, str) else None
         return Completion(
             message=build_assistant_message(content, raw_calls, tools, usage),
             finish_reason=getattr(choice, "finish_reason", None),

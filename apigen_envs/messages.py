@@ -10,7 +10,20 @@ import contextlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from apigen_envs.text import TooDeepError, clean_json, clean_text, json_depth, may_nest_deeper
+
+Text = Annotated[str, AfterValidator(clean_text)]
+"""A str made encodable where it enters a record (lone surrogates become U+FFFD; see :mod:`apigen_envs.text`)."""
+
+MAX_ARGUMENT_DEPTH = 32
+"""Tool-call arguments nested deeper than this are dropped (real tools take a few levels at most; deeper values
+would exhaust the recursion limit of whatever serialises or parses them)."""
+
+TOO_DEEP_ARGUMENTS = f"<arguments nested deeper than {MAX_ARGUMENT_DEPTH} levels were dropped>"
+"""What such arguments are replaced with: not JSON, so the env answers the call with a tool error that counts
+against the agent, as for any other unparsable arguments."""
 
 
 class _Frozen(BaseModel):
@@ -42,9 +55,20 @@ class ToolCall(_Frozen):
     parses it and answers with an error observation when it is not valid JSON).
     """
 
-    id: str
-    name: str
+    id: Text
+    name: Text
     arguments: dict[str, Any] | str = Field(default_factory=dict)
+
+    @field_validator("arguments")
+    @classmethod
+    def _encodable_arguments(cls, value: dict[str, Any] | str) -> dict[str, Any] | str:
+        if isinstance(value, str):
+            value = clean_text(value)
+            return TOO_DEEP_ARGUMENTS if _json_text_too_deep(value) else value
+        try:
+            return clean_json(value, MAX_ARGUMENT_DEPTH)  # type: ignore[no-any-return]
+        except TooDeepError:
+            return TOO_DEEP_ARGUMENTS
 
     def arguments_json(self) -> str:
         """The arguments as a JSON string, as the OpenAI wire format carries them."""
@@ -65,7 +89,7 @@ class SystemMessage(_Frozen):
     """Instructions for the agent (policy, tool guidance)."""
 
     role: Literal["system"] = "system"
-    content: str
+    content: Text
 
     def to_openai(self) -> dict[str, Any]:
         """The message in OpenAI chat format."""
@@ -76,7 +100,7 @@ class UserMessage(_Frozen):
     """A turn of the (simulated) customer."""
 
     role: Literal["user"] = "user"
-    content: str
+    content: Text
 
     def to_openai(self) -> dict[str, Any]:
         """The message in OpenAI chat format."""
@@ -91,7 +115,7 @@ class AssistantMessage(_Frozen):
     """
 
     role: Literal["assistant"] = "assistant"
-    content: str | None = None
+    content: Text | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage | None = None
     token_ids: tuple[int, ...] | None = None
@@ -114,14 +138,27 @@ class ToolMessage(_Frozen):
     """The result of one tool call; ``error`` marks tool errors and rejected calls."""
 
     role: Literal["tool"] = "tool"
-    tool_call_id: str
-    name: str
-    content: str
+    tool_call_id: Text
+    name: Text
+    content: Text
     error: bool = False
 
     def to_openai(self) -> dict[str, Any]:
         """The message in OpenAI chat format."""
         return {"role": "tool", "tool_call_id": self.tool_call_id, "name": self.name, "content": self.content}
+
+
+def _json_text_too_deep(text: str) -> bool:
+    """Whether JSON text nests deeper than :data:`MAX_ARGUMENT_DEPTH` (unparsable text is not judged here)."""
+    if not may_nest_deeper(text, MAX_ARGUMENT_DEPTH):
+        return False
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return True
+    except json.JSONDecodeError:
+        return False
+    return json_depth(value, MAX_ARGUMENT_DEPTH) > MAX_ARGUMENT_DEPTH
 
 
 Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
@@ -150,11 +187,16 @@ def message_from_openai(data: dict[str, Any]) -> SystemMessage | UserMessage | A
             fn = tc.get("function", tc)
             args = fn.get("arguments", {})
             if isinstance(args, str):
-                # Unparsable text is kept raw: the env answers it with an error observation.
-                with contextlib.suppress(json.JSONDecodeError):
+                raw = args
+                # Unparsable text is kept raw: the env answers it with an error observation. Text nested too
+                # deeply to parse is kept raw as well; ToolCall then drops it (see MAX_ARGUMENT_DEPTH).
+                with contextlib.suppress(json.JSONDecodeError, RecursionError):
                     args = json.loads(args) if args.strip() else {}
                 if not isinstance(args, dict | str):
-                    args = json.dumps(args)
+                    try:
+                        args = json.dumps(args)
+                    except RecursionError:
+                        args = raw
             calls.append(ToolCall(id=tc.get("id") or f"call_{i}", name=fn.get("name", ""), arguments=args))
         data = {k: v for k, v in data.items() if k in ("role", "content", "usage")} | {"tool_calls": calls}
     elif data.get("role") in ("user", "system", "tool", "assistant"):

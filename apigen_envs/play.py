@@ -459,6 +459,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         idle_timeout_s=args.idle_timeout,
         max_sessions=args.max_sessions,
         max_body_bytes=args.max_body,
+        max_session_bytes=args.max_session_bytes,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_connections=args.max_connections,
         data_dir=getattr(args, "data_dir", None),
         user_model=args.user_model,
         user_base_url=args.user_base_url,
@@ -499,6 +503,10 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=float, default=600.0, help="seconds before an idle session is dropped")
     p.add_argument("--max-sessions", type=int, default=1024)
     p.add_argument("--max-body", type=int, default=1024 * 1024, help="largest request body in bytes")
+    p.add_argument("--max-session-bytes", type=int, default=8 * 1024 * 1024, help="conversation a session may hold")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds allowed for a request's headers")
+    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds allowed for a request's body")
+    p.add_argument("--max-connections", type=int, default=2048, help="open connections allowed at once")
     p.add_argument("--user-model", default=os.environ.get("APIGEN_MODEL", "local"), help="model of LLM users")
     p.add_argument("--user-base-url", default=None, help="OpenAI-compatible server of LLM users")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY")

@@ -8,6 +8,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from apigen_envs.messages import AssistantMessage, Message, Usage
 from apigen_envs.task import Task
+from apigen_envs.text import TooDeepError, clean_json
 
 StopReason = Literal["stop", "transfer", "out_of_scope"]
 """Why the simulated user ended the conversation."""
@@ -30,6 +31,20 @@ class UserTurn:
     stop: StopReason | None = None
     usage: Usage | None = None
     meta: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # The trace often quotes model text; it is made encodable here, where it enters (the content is
+        # cleaned by the UserMessage it becomes).
+        if self.meta:
+            try:
+                meta = clean_json(self.meta, MAX_TRACE_DEPTH)
+            except TooDeepError:
+                meta = {"dropped": f"the trace nested deeper than {MAX_TRACE_DEPTH} levels"}
+            object.__setattr__(self, "meta", meta)
+
+
+MAX_TRACE_DEPTH = 32
+"""A user turn's ``meta`` nested deeper than this is replaced by a note (it is recorded, not interpreted)."""
 
 
 @runtime_checkable

@@ -12,6 +12,7 @@ Requires the ``ray`` extra (``pip install "apigen-envs[ray]"``).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any
 
 from apigen_envs.collect import Collector, Job, episode_seed
 from apigen_envs.episode import Episode
-from apigen_envs.episodes_io import EpisodeWriter, existing_ids, run_key
+from apigen_envs.episodes_io import EpisodeWriter, episode_line, existing_ids, run_key
+from apigen_envs.errors import EpisodeWriteError
 from apigen_envs.registry import load_domain
 from apigen_envs.task import Task
 
@@ -44,7 +46,11 @@ class _Worker:
         return len(self._domain.tasks)
 
     def run_chunk(self, jobs: list[tuple[str, int, int]], concurrency: int) -> list[str]:
-        """Run (task_id, trial, seed) jobs concurrently; return the episodes as JSON lines."""
+        """Run (task_id, trial, seed) jobs concurrently; return the episodes as JSON lines.
+
+        An episode that cannot be serialised comes back as a line ``{"_failed": "episode_id: reason"}``, so one
+        bad record never fails the whole chunk.
+        """
 
         async def run_all() -> list[Episode]:
             semaphore = asyncio.Semaphore(concurrency)
@@ -55,7 +61,13 @@ class _Worker:
 
             return list(await asyncio.gather(*(one(*job) for job in jobs)))
 
-        return [ep.model_dump_json() for ep in asyncio.run(run_all())]
+        lines = []
+        for ep in asyncio.run(run_all()):
+            try:
+                lines.append(episode_line(ep).decode("utf-8"))
+            except EpisodeWriteError as exc:
+                lines.append(json.dumps({"_failed": f"{ep.episode_id}: {exc}"}))
+        return lines
 
 
 @dataclass
@@ -78,6 +90,8 @@ class RayCollector:
         user_config: User settings recorded on episodes.
         max_resubmits: How many times one chunk may be re-run after worker failures.
         on_episode: Called on the driver with each finished episode.
+        failures: After a run, the episodes that could not be serialised or written (``episode_id: reason``);
+            they are not in the file, so a resume runs them again.
     """
 
     domain: str
@@ -95,6 +109,7 @@ class RayCollector:
     user_config: dict[str, Any] = field(default_factory=dict)
     max_resubmits: int = 3
     on_episode: Callable[[Episode], None] | None = None
+    failures: list[str] = field(default_factory=list, init=False)
 
     def _start_workers(self, ray: Any) -> list[Any]:
         if not ray.is_initialized():
@@ -139,6 +154,7 @@ class RayCollector:
         workers = self._start_workers(ray)
         writer = EpisodeWriter(out) if out is not None else None
         results: list[Episode] = []
+        self.failures = []
         pending: dict[Any, tuple[int, int, int]] = {}  # ref -> (chunk index, worker index, attempts)
         queue = list(range(len(chunks)))
         attempts = [0] * len(chunks)
@@ -165,9 +181,16 @@ class RayCollector:
                         queue.append(index)  # the actor restarts; its chunk runs again, nothing was written
                         continue
                     for line in lines:
+                        if line.startswith('{"_failed"'):
+                            self.failures.append(json.loads(line)["_failed"])
+                            continue
                         episode = Episode.model_validate_json(line)
                         if writer is not None:
-                            writer.write(episode)
+                            try:
+                                writer.write(episode)
+                            except EpisodeWriteError as exc:
+                                self.failures.append(f"{episode.episode_id}: {exc}")
+                                continue
                         results.append(episode)
                         if self.on_episode is not None:
                             self.on_episode(episode)

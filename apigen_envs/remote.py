@@ -5,6 +5,9 @@ with a :class:`~apigen_envs.verify.RewardInfo`), raise the same errors (``Invali
 malformed action, ``EnvStateError`` for a step after the end) and expose the attributes that agent loops
 read (``done``, ``messages``, ``reward_info``, ``task`` when the server revealed it), so the same agents and
 ``apigen_envs.testing.run_episode`` run against it unchanged. ``areset``/``astep`` are the async twins.
+
+The client keeps the conversation and asks each step only for the messages it does not have yet
+(``?since=N``), so a long episode does not transfer the whole conversation on every step.
 """
 
 from __future__ import annotations
@@ -64,6 +67,17 @@ def action_payload(action: Any) -> dict[str, Any]:
     raise InvalidActionError(
         f"an action must be an AssistantMessage, an OpenAI assistant dict or a str; got {type(action).__name__}"
     )
+
+
+def _fresh(observation: Observation) -> Observation:
+    """Copies of the kept messages (callers may modify observations, as with the local env's)."""
+    out = []
+    for message in observation:
+        copy = dict(message)
+        if copy.get("tool_calls"):
+            copy["tool_calls"] = [{**tc, "function": dict(tc.get("function") or {})} for tc in copy["tool_calls"]]
+        out.append(copy)
+    return tuple(out)
 
 
 def _raise_for(response: Any) -> None:
@@ -212,20 +226,22 @@ class RemoteEnv:
         self._obs = tuple(data["observation"])
         self._info = self._info_from(data["info"])
         self._done = bool(data.get("done"))
-        return self._obs, dict(self._info)
+        return _fresh(self._obs), dict(self._info)
 
     def _after_step(self, data: dict[str, Any]) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
-        self._obs = tuple(data["observation"])
+        # A server that ignores ``since`` sends everything, with no observation_start: start 0 covers both.
+        start = int(data.get("observation_start") or 0)
+        self._obs = self._obs[:start] + tuple(data["observation"])
         info = self._info_from(data["info"])
         self._done = data["terminated"] or data["truncated"]
-        return self._obs, float(data["reward"]), data["terminated"], data["truncated"], info
+        return _fresh(self._obs), float(data["reward"]), data["terminated"], data["truncated"], info
 
     def _step_path(self) -> str:
         if self.session_id is None:
             raise EnvStateError("step() called before reset()")
         if self._done:
             raise EnvStateError("the episode has ended; call reset() to start a new one")
-        return f"/sessions/{self.session_id}/step"
+        return f"/sessions/{self.session_id}/step?since={len(self._obs)}"
 
     # ----------------------------------------------------------------- sync API
     def reset(
@@ -343,7 +359,7 @@ class RemoteEnv:
     @property
     def observation(self) -> Observation:
         """The latest observation (OpenAI dicts)."""
-        return self._obs
+        return _fresh(self._obs)
 
     @property
     def messages(self) -> tuple[Message, ...]:

@@ -8,7 +8,13 @@ import pytest
 from apigen_envs.baselines.noop import NoopAgent
 from apigen_envs.baselines.oracle import OracleAgent
 from apigen_envs.collect import Collector, episode_seed
-from apigen_envs.episodes_io import EpisodeWriter, existing_ids, iter_episodes, load_episodes
+from apigen_envs.episodes_io import (
+    EpisodeWriter,
+    TruncatedLineWarning,
+    existing_ids,
+    iter_episodes,
+    load_episodes,
+)
 from apigen_envs.errors import DataFileError
 from apigen_envs.messages import AssistantMessage, Usage
 from apigen_envs.metrics import summarize
@@ -65,9 +71,11 @@ def test_resume_skips_done_and_repairs_partial_tail(tmp_path, mock_domain):
     # simulate a kill in the middle of writing a third line
     with out.open("a") as fh:
         fh.write('{"schema_version": 1, "episode_id": "mock/clo')
-    assert len(list(iter_episodes(out))) == 2
+    with pytest.warns(TruncatedLineWarning, match="skipped a truncated last line"):
+        assert len(list(iter_episodes(out))) == 2
     assert existing_ids(out) == {"oracle||mock/transfer_50/0", "oracle||mock/nickname/0"}
-    new = Collector(mock_domain, OracleAgent(), trials=2).run(out=out)
+    with pytest.warns(TruncatedLineWarning, match="set aside"):
+        new = Collector(mock_domain, OracleAgent(), trials=2).run(out=out)
     assert len(new) == 8
     ids = [json.loads(line)["episode_id"] for line in out.read_text().splitlines()]
     assert len(ids) == 10 and len(set(ids)) == 10
