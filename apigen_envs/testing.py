@@ -3,23 +3,27 @@
 ``check_domain(domain)`` runs every check and returns a report; ``assert_domain_ok(domain)`` raises with
 the list of problems. The checks: tool schemas are well-formed; records are frozen; every task's gold actions
 name known tools with valid arguments and replay without tool errors; the oracle passes and the do-nothing
-agent fails every task; the env passes Gymnasium's ``check_env``; and the shared snapshot is unchanged.
+agent fails every task; the env passes Gymnasium's ``check_env``; and the shared snapshot's content is the
+same after the checks as before. Each check can fail (the tests build a domain that breaks each one).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
-from apigen_envs.db import Record
+from apigen_envs.db import Record, Snapshot
 from apigen_envs.domain import Domain
 from apigen_envs.errors import ToolCallError
-from apigen_envs.messages import AssistantMessage, Message
-from apigen_envs.protocols import Agent, AgentContext
+from apigen_envs.messages import Message
+from apigen_envs.protocols import Agent
+from apigen_envs.runner import run_episode as _run
 
 
 @dataclass
@@ -31,7 +35,7 @@ class DomainReport:
         tasks_checked: Number of tasks checked.
         oracle_passed: Tasks the oracle passed.
         noop_passed: Tasks the do-nothing agent passed (should be none).
-        gold_errors: task id -> messages of gold actions that raised tool errors.
+        gold_errors: task id -> messages of gold actions that raised tool errors (each is also a problem).
         problems: Human-readable problems; empty when the domain conforms.
     """
 
@@ -48,34 +52,42 @@ class DomainReport:
         return not self.problems
 
 
-def run_episode(env: object, agent: Agent, *, task_id: str, seed: int | None = 0) -> tuple[float, list[Message]]:
-    """Run one episode of ``agent`` on ``env`` (a ToolUseEnv) and return (reward, messages).
+def run_episode(env: Any, agent: Agent, *, task_id: str, seed: int | None = 0) -> tuple[float, list[Message]]:
+    """Run one episode of ``agent`` on ``env`` and return (reward, messages).
+
+    A thin synchronous wrapper of :func:`apigen_envs.runner.run_episode`: the same turn loop and outcome
+    rule as every other runner (an unusable turn ends the episode with reward 0).
 
     Args:
-        env: The env (unwrapped ToolUseEnv).
-        agent: The policy.
+        env: The env (a ToolUseEnv, or a RemoteEnv).
+        agent: The policy (privileged agents such as the oracle are given the task).
         task_id: The task to run.
         seed: Episode seed.
 
     Returns:
         The final reward and the conversation.
     """
-    _, info = env.reset(seed=seed, options={"task_id": task_id})  # type: ignore[attr-defined]
-    context = AgentContext(
-        system_prompt=info["system_prompt"],
-        tools=tuple(info["tools"]),
-        task=env.task,
-        seed=seed,  # type: ignore[attr-defined]
-    )
-    reward = 0.0
-    done = env.done  # type: ignore[attr-defined]
-    while not done:
-        action: AssistantMessage = agent.act(env.messages, context)  # type: ignore[attr-defined]
-        _, reward, terminated, truncated, _ = env.step(action)  # type: ignore[attr-defined]
-        done = terminated or truncated
-    if env.reward_info is not None:  # type: ignore[attr-defined]
-        reward = env.reward_info.reward  # type: ignore[attr-defined]
-    return float(reward), list(env.messages)  # type: ignore[attr-defined]
+    episode = _run(env, agent, task_id=task_id, seed=seed)
+    return float(episode.reward), list(episode.messages)
+
+
+def snapshot_digest(snapshot: Snapshot) -> str:
+    """A hash of a snapshot's content: every record's field values (not cached text), table by table.
+
+    Args:
+        snapshot: The snapshot.
+
+    Returns:
+        A hex digest that changes when any record, key or table does.
+
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for name, rows in snapshot.tables.items():
+        digest.update(f"\0table {name}\0".encode())
+        for key, record in rows.items():
+            value = record.model_dump(mode="json") if isinstance(record, Record) else repr(record)
+            digest.update(json.dumps([key, value], sort_keys=True, default=repr).encode())
+    return digest.hexdigest()
 
 
 def check_domain(
@@ -104,7 +116,7 @@ def check_domain(
             report.problems.append(f"tool {fn.get('name')!r}: schema is not JSON ({exc})")
         if not fn.get("description"):
             report.problems.append(f"tool {fn.get('name')!r}: no description")
-    before = {name: len(rows) for name, rows in domain.snapshot.tables.items()}
+    before = snapshot_digest(domain.snapshot)
     for name, rows in domain.snapshot.tables.items():
         sample = next(iter(rows.values()), None)
         if sample is not None and not (isinstance(sample, Record) and sample.model_config.get("frozen")):
@@ -122,6 +134,8 @@ def check_domain(
         gold = domain.verifier.gold(task)
         if gold.errors:
             report.gold_errors[task.id] = [msg for _, msg in gold.errors]
+            for index, msg in gold.errors:
+                report.problems.append(f"task {task.id!r} gold action {index}: it errors when replayed ({msg})")
         if run_episode(env, oracle, task_id=task.id)[0] >= 1.0:
             report.oracle_passed.append(task.id)
         else:
@@ -129,8 +143,8 @@ def check_domain(
         if run_episode(env, noop, task_id=task.id)[0] >= 1.0:
             report.noop_passed.append(task.id)
             report.problems.append(f"task {task.id!r}: the do-nothing agent passes it (trivial task)")
-    if {name: len(rows) for name, rows in domain.snapshot.tables.items()} != before:
-        report.problems.append("the shared snapshot changed size during the checks")
+    if snapshot_digest(domain.snapshot) != before:
+        report.problems.append("the shared snapshot's content changed during the checks (a tool wrote to it)")
     if run_env_checker:
         from gymnasium.utils.env_checker import check_env
 
