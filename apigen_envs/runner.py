@@ -133,11 +133,6 @@ def step_failure(exc: BaseException) -> Termination:
     return "invalid_action" if isinstance(exc, InvalidActionError) else "env_error"
 
 
-def _usage_of(raw: Any) -> Usage:
-    usage = getattr(raw, "usage", None)
-    return usage if isinstance(usage, Usage) else Usage()
-
-
 def _name(obj: Any, default: str) -> str:
     return str(getattr(obj, "name", None) or type(obj).__name__ or default)
 
@@ -231,7 +226,9 @@ def episode_plan(
             except Exception as exc:
                 ending = _end(env, policy_failure(exc), exc)
                 break
-            usage = usage + _usage_of(raw)
+            spent = getattr(raw, "usage", None)
+            if isinstance(spent, Usage):
+                usage = usage + spent
             try:
                 action = to_assistant_message(raw)
             except Exception as exc:  # noqa: BLE001 - whatever reading the turn raised, the turn was unusable

@@ -22,7 +22,7 @@ from apigen_envs.protocols import UserSimulator
 from apigen_envs.registry import load_domain
 from apigen_envs.rl.groups import run_sync
 from apigen_envs.rl.trl_reward import closing_turn, gold_call
-from apigen_envs.runner import Act, EpisodePlan, RunOptions, Sent, acarry_out, advance, start
+from apigen_envs.runner import Act, EpisodePlan, Reset, RunOptions, Sent, Step, acarry_out, advance, start
 from apigen_envs.task import Task
 
 Conversation = list[dict[str, Any]]
@@ -181,17 +181,26 @@ class AsyncEnvBatch:
                 slot.waiting = request
                 break
             sent = await acarry_out(env, None, request)
-        return self._result(index)
+            if isinstance(request, Reset | Step) and sent.error is None:
+                slot.seen = sent.value  # the env's own (observation, ..., info): no need to rebuild it
+        return self._result(index, slot)
 
-    def _result(self, index: int) -> StepResult:
-        env, slot = self.envs[index], self._slots[index]
-        observation = tuple(m.to_openai() for m in env.messages)
-        turns = sum(1 for m in env.messages if isinstance(m, AssistantMessage))
-        info: dict[str, Any] = {"task_id": env.task.id, "turn": turns}
-        episode = slot.episode if slot is not None else None
-        if episode is None:
+    def _result(self, index: int, slot: _Slot) -> StepResult:
+        env = self.envs[index]
+        observation, info = (slot.seen[0], dict(slot.seen[-1])) if slot.seen else ((), {})
+        if slot.episode is None:
             return StepResult(index, observation, 0.0, False, False, info)
-        info.update(termination=episode.termination, reward_info=episode.reward_info, error=episode.error)
+        episode = slot.episode
+        if episode.termination not in (None, info.get("termination")):
+            # The runner ended it (an unusable turn, a failure): the env's last result predates that.
+            observation = tuple(m.to_openai() for m in env.messages)
+        info.update(
+            task_id=episode.task_id,
+            turn=episode.num_turns,
+            termination=episode.termination,
+            reward_info=episode.reward_info,
+            error=episode.error,
+        )
         truncated = episode.termination == "max_turns"
         return StepResult(index, observation, episode.reward, not truncated, truncated, info)
 
@@ -379,6 +388,7 @@ class _Slot:
     waiting: Act | None = None
     episode: Episode | None = None
     reported: bool = False
+    seen: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
