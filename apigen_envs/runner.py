@@ -358,6 +358,8 @@ def advance(plan: EpisodePlan, sent: Sent) -> Request | Episode:
 def _overlay(episode: Episode, request: Record) -> Episode:
     """A remote env's record with the runner's fields (and its own ending, when it ended the episode)."""
     update = dict(request.fields)
+    # The server records a revealed task even when this agent did not read it: the record keeps either.
+    update["privileged"] = bool(update.get("privileged")) or episode.privileged
     if request.ending is not None:
         update.update(termination=request.ending[0], error=request.ending[1], reward=0.0, reward_info=None)
     return episode.model_copy(update=update)
