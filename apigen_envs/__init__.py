@@ -6,18 +6,18 @@ Importing the package registers the Gymnasium ids ``apigen/Mock-v0``, ``apigen/R
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
-
-from apigen_envs.db import DBView, Snapshot  # noqa: E402
-from apigen_envs.domain import Domain  # noqa: E402
-from apigen_envs.episode import Episode  # noqa: E402
-from apigen_envs.errors import ToolError  # noqa: E402
-from apigen_envs.messages import AssistantMessage, ToolCall, ToolMessage, UserMessage  # noqa: E402
-from apigen_envs.protocols import Agent, AgentContext, UserSimulator, UserTurn  # noqa: E402
-from apigen_envs.registry import list_domains, load_domain, make, register_envs  # noqa: E402
-from apigen_envs.semantics import Semantics  # noqa: E402
-from apigen_envs.task import Action, Task, UserScenario  # noqa: E402
-from apigen_envs.tools import ToolSet  # noqa: E402
+from apigen_envs._version import __version__
+from apigen_envs.db import DBView, Snapshot
+from apigen_envs.domain import Domain
+from apigen_envs.env import make
+from apigen_envs.episode import Episode
+from apigen_envs.errors import ToolError
+from apigen_envs.messages import AssistantMessage, ToolCall, ToolMessage, UserMessage
+from apigen_envs.protocols import Agent, AgentContext, UserSimulator, UserTurn
+from apigen_envs.registry import list_domains, load_domain, register_envs
+from apigen_envs.semantics import Semantics
+from apigen_envs.task import Action, Task, UserScenario
+from apigen_envs.tools import ToolSet
 
 register_envs()
 

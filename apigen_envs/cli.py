@@ -12,20 +12,23 @@ import functools
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from apigen_envs.cli_helpers import (
+    LLM_AGENTS,
+    OFFLINE_AGENTS,
+    USERS,
+    agent_only,
+    build_agent,
+    build_user,
+    check_reachable,
+    fail,
+    model_endpoint,
+    user_only,
+)
 from apigen_envs.errors import ApigenError
-
-OFFLINE_AGENTS = ("oracle", "noop")
-LLM_AGENTS = ("tool_calling", "react", "act", "fewshot")
-USERS = ("scripted", "llm", "react", "verify", "reflection")
-
-
-def _fail(message: str, code: int = 1) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
 
 
 def _load_episodes_noting_skips(paths: Sequence[str | Path]) -> list[Any]:
@@ -111,96 +114,6 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _model_endpoint(args: argparse.Namespace) -> Iterator[tuple[str | None, str]]:
-    """Yield (base_url, model): the given server, or a local model started for the run."""
-    if args.base_url or os.environ.get(args.api_key_env) or os.environ.get("OPENAI_BASE_URL") or not args.local_auto:
-        yield args.base_url, args.model
-        return
-    from apigen_envs.local_model import LocalServer, ensure_model
-
-    print("no API key or --base-url given: starting the local model (see `apigen-envs serve-local`)", file=sys.stderr)
-    with LocalServer(ensure_model()) as server:
-        yield server.base_url, server.model
-
-
-def _build_agent(args: argparse.Namespace, base_url: str | None, model: str) -> tuple[Any, dict[str, Any]]:
-    if args.agent == "oracle":
-        from apigen_envs.baselines.oracle import OracleAgent
-
-        return OracleAgent(), {}
-    if args.agent == "noop":
-        from apigen_envs.baselines.noop import NoopAgent
-
-        return NoopAgent(), {}
-    from apigen_envs.llm import LLMConfig, OpenAIClient
-
-    config = LLMConfig(model=model, base_url=base_url, api_key_env=args.api_key_env, temperature=args.temperature)
-    client = OpenAIClient(config)
-    if args.agent == "tool_calling":
-        from apigen_envs.baselines.tool_calling import ToolCallingAgent
-
-        agent: Any = ToolCallingAgent(client)
-    elif args.agent == "react":
-        from apigen_envs.baselines.react import ReActAgent
-
-        agent = ReActAgent(client)
-    elif args.agent == "act":
-        from apigen_envs.baselines.act import ActAgent
-
-        agent = ActAgent(client)
-    else:
-        from apigen_envs.baselines.fewshot import FewShotAgent
-
-        if not args.examples:
-            raise ApigenError("--agent fewshot needs --examples FILE (episodes JSONL)")
-        agent = FewShotAgent(client, Path(args.examples))
-    return agent, config.public()
-
-
-def _build_user(args: argparse.Namespace, base_url: str | None, model: str) -> tuple[Any, dict[str, Any]]:
-    from apigen_envs.simulators.scripted_user import ScriptedUser
-
-    if args.user == "scripted":
-        return ScriptedUser(), {"strategy": "scripted"}
-    from apigen_envs.llm import LLMConfig, OpenAIClient
-    from apigen_envs.simulators.llm_user import LLMUser
-
-    config = LLMConfig(
-        model=args.user_model or model,
-        base_url=args.user_base_url or base_url,
-        api_key_env=args.api_key_env,
-        temperature=args.user_temperature,
-    )
-    return LLMUser(OpenAIClient(config), strategy=args.user), {"strategy": args.user, **config.public()}
-
-
-def _agent_only(args: argparse.Namespace, base_url: str | None, model: str) -> Any:
-    """Build just the agent (a picklable factory for Ray workers)."""
-    return _build_agent(args, base_url, model)[0]
-
-
-def _user_only(args: argparse.Namespace, base_url: str | None, model: str) -> Any:
-    """Build just the user simulator (a picklable factory for Ray workers)."""
-    return _build_user(args, base_url, model)[0]
-
-
-def _check_reachable(base_url: str | None, timeout: float = 5.0) -> None:
-    """Fail fast with a clear message when the model server cannot be reached at all."""
-    import urllib.error
-    import urllib.request
-
-    if not base_url:
-        return
-    url = base_url.rstrip("/") + "/models"
-    try:
-        urllib.request.urlopen(url, timeout=timeout).close()  # noqa: S310 - URL given by the user
-    except urllib.error.HTTPError:
-        return  # the server answers (perhaps needing a key); requests will tell
-    except (urllib.error.URLError, OSError) as exc:
-        raise ApigenError(f"cannot reach the model server at {base_url} ({exc})") from None
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Collect episodes, then print pass^k beside the do-nothing baseline and write the report."""
     from tqdm import tqdm
@@ -211,6 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from apigen_envs.registry import load_domain
     from apigen_envs.report import write_report
 
+    if args.retries < 0:
+        return fail("--retries must be >= 0", 2)
     domain = load_domain(args.domain, args.data_dir)
     tasks = list(domain.task_list(args.split))
     if args.tasks:
@@ -218,20 +133,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.num_tasks:
         tasks = tasks[: args.num_tasks]
     if not tasks:
-        return _fail(f"no tasks selected in domain {domain.name!r}")
+        return fail(f"no tasks selected in domain {domain.name!r}")
     out = (
         Path(args.out)
         if args.out
         else Path("runs") / f"{domain.name}-{args.agent}-{time.strftime('%Y%m%d-%H%M%S')}" / "episodes.jsonl"
     )
     needs_llm = args.agent in LLM_AGENTS or args.user != "scripted"
-    with _model_endpoint(args) if needs_llm else contextlib.nullcontext((None, args.model)) as (base_url, model):
+    with model_endpoint(args) if needs_llm else contextlib.nullcontext((None, args.model)) as (base_url, model):
         if needs_llm:
-            _check_reachable(base_url)
-        agent, agent_config = _build_agent(args, base_url, model)
-        user, user_config = _build_user(args, base_url, model)
+            check_reachable(base_url)
+        agent, agent_config = build_agent(args, base_url, model)
+        user, user_config = build_user(args, base_url, model)
         total = len(tasks) * args.trials
         print(f"running {agent.name} on {len(tasks)} {domain.name} tasks x {args.trials} trials -> {out}")
+        conflict = args.on_conflict.replace("-", "_")
+        collector: Any
         with tqdm(total=total, disable=args.quiet, unit="ep") as bar:
             collector: Any
             if args.backend == "ray":
@@ -239,8 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
                 collector = RayCollector(
                     args.domain,
-                    functools.partial(_agent_only, args, base_url, model),
-                    functools.partial(_user_only, args, base_url, model),
+                    functools.partial(agent_only, args, base_url, model),
+                    functools.partial(user_only, args, base_url, model),
                     workers=args.workers,
                     trials=args.trials,
                     max_turns=args.max_turns,
@@ -251,6 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     agent_config=agent_config,
                     user_config=user_config,
                     on_episode=lambda ep: bar.update(1),
+                    retries=args.retries,
+                    on_conflict=conflict,
                 )
             else:
                 collector = Collector(
@@ -264,16 +183,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                     agent_config=agent_config,
                     user_config=user_config,
                     on_episode=lambda ep: bar.update(1),
+                    retries=args.retries,
+                    on_conflict=conflict,
                 )
             collector.run(tasks, out=out)
+    if collector.out_path is not None and collector.out_path != out:
+        print(f"{out} holds a run with other settings; this run went to {collector.out_path}")
+        out = collector.out_path
     task_ids = {t.id for t in tasks}
     own = [ep for ep in _load_episodes_noting_skips([out]) if ep.task_id in task_ids]
     if args.agent != "noop" and not args.no_baseline:
-        baseline = out.with_name("baseline-noop.jsonl")
-        Collector(domain, NoopAgent(), trials=args.trials, max_turns=args.max_turns, base_seed=args.seed).run(
-            tasks, out=baseline
+        noop = Collector(
+            domain, NoopAgent(), trials=args.trials, max_turns=args.max_turns, base_seed=args.seed, on_conflict=conflict
         )
-        episodes = own + [ep for ep in _load_episodes_noting_skips([baseline]) if ep.task_id in task_ids]
+        noop.run(tasks, out=out.with_name("baseline-noop.jsonl"))
+        assert noop.out_path is not None
+        episodes = own + [ep for ep in _load_episodes_noting_skips([noop.out_path]) if ep.task_id in task_ids]
     else:
         episodes = own
     summaries = list(summarize_groups(episodes).values())
@@ -293,7 +218,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     episodes = _load_episodes_noting_skips(args.episodes)
     if not episodes:
-        return _fail("no episodes in the given files")
+        return fail("no episodes in the given files")
     price = (args.price_in, args.price_out) if args.price_in is not None and args.price_out is not None else None
     summaries = list(summarize_groups(episodes, max_k=args.max_k, price_per_mtok=price).values())
     print(format_table(summaries))
@@ -348,7 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-turns", type=int, default=30)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="episodes JSONL (resumed if it exists)")
+    p.add_argument("--out", help="episodes JSONL (resumed if it exists and was written with the same settings)")
+    p.add_argument(
+        "--on-conflict",
+        choices=("error", "new-file"),
+        default="error",
+        help="when --out holds a run with other settings: stop with an error naming the setting, or write to "
+        "the next free NAME-N.jsonl",
+    )
+    p.add_argument(
+        "--retries", type=int, default=2, help="re-runs of an episode that failed for infrastructure reasons"
+    )
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="run episodes here or on Ray")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     p.add_argument("--workers", type=int, default=2, help="Ray worker actors")
@@ -409,13 +344,13 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     for name in ("trials", "concurrency", "max_turns"):
         if getattr(args, name, 1) < 1:
-            return _fail(f"--{name.replace('_', '-')} must be >= 1", 2)
+            return fail(f"--{name.replace('_', '-')} must be >= 1", 2)
     try:
         return int(args.func(args) or 0)
     except (ApigenError, ValueError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except KeyboardInterrupt:
-        return _fail("interrupted; rerun the same command to resume", 130)
+        return fail("interrupted; rerun the same command to resume", 130)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """Rollout collection: run tasks x trials of an agent against a user simulator, concurrently.
 
 Episodes run as asyncio tasks bounded by a concurrency limit, so hundreds can wait on an LLM server at once
-in one process. Each finished episode is appended to a JSONL file as one flushed line; a killed run resumes
-by skipping the episode ids already written, so nothing is lost or duplicated. Failures of the setup
-(agent or user LLM errors, env bugs) are recorded with their own termination and left out of metrics.
+in one process, each through the episode runner (:mod:`apigen_envs.runner`), which decides every outcome.
+Each finished episode is appended to a JSONL file as one flushed line; a killed run resumes by skipping the
+episode ids already written, so nothing is lost or duplicated. Every episode carries the run's
+:class:`~apigen_envs.episode.RunSettings` (the resume key): resuming into a file written with other settings
+is an error naming the differing field (or, on request, goes to a new file), never a silent merge. Failures
+of the setup (the model server, the user simulator, env bugs) are retried ``retries`` times, then recorded
+with their own termination and left out of metrics.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from typing import Any
 
 from apigen_envs.domain import Domain
 from apigen_envs.env import ToolUseEnv
-from apigen_envs.episode import Episode
-from apigen_envs.episodes_io import EpisodeWriter, existing_ids, run_key
-from apigen_envs.errors import InvalidActionError
-from apigen_envs.messages import Usage
-from apigen_envs.protocols import Agent, AgentContext, UserSimulator
+from apigen_envs.episode import Episode, RunSettings
+from apigen_envs.episodes_io import ConflictPolicy, EpisodeWriter, resume_output
+from apigen_envs.protocols import Agent, UserSimulator
 from apigen_envs.registry import load_domain
+from apigen_envs.runner import arun_episode, describe_error
 from apigen_envs.task import Task
+
+__all__ = ["Collector", "Job", "data_fingerprint", "describe_error", "episode_seed", "run_settings"]
 
 
 def episode_seed(base_seed: int, task_id: str, trial: int) -> int:
@@ -65,6 +70,62 @@ def _name(obj: Any, default: str) -> str:
     return str(getattr(obj, "name", None) or type(obj).__name__ or default)
 
 
+def data_fingerprint(domain: Domain) -> str:
+    """A short hash of a domain's data source and task set (part of the resume key).
+
+    Args:
+        domain: The domain.
+
+    Returns:
+        16 hex digits.
+
+    """
+    digest = hashlib.blake2b(f"{domain.name}\0{domain.source}\0".encode(), digest_size=8)
+    for task_id in sorted(domain.tasks):
+        digest.update(domain.tasks[task_id].model_dump_json().encode())
+    return digest.hexdigest()
+
+
+def run_settings(
+    domain: Domain,
+    agent: Any,
+    user: Any,
+    *,
+    agent_config: dict[str, Any],
+    user_config: dict[str, Any],
+    base_seed: int,
+    max_turns: int,
+) -> RunSettings:
+    """The settings that make a run's episodes what they are (see :class:`~apigen_envs.episode.RunSettings`).
+
+    Args:
+        domain: The domain.
+        agent: The agent (its name is used).
+        user: The user simulator (its name is used).
+        agent_config: Agent settings (``model``, ``temperature``).
+        user_config: User simulator settings (``model``, ``temperature``).
+        base_seed: The run seed.
+        max_turns: Agent steps per episode.
+
+    Returns:
+        The settings.
+
+    """
+    model, user_model = agent_config.get("model"), user_config.get("model")
+    return RunSettings(
+        agent=_name(agent, "agent"),
+        model=None if model is None else str(model),
+        temperature=agent_config.get("temperature"),
+        user=_name(user, "user"),
+        user_model=None if user_model is None else str(user_model),
+        user_temperature=user_config.get("temperature"),
+        base_seed=base_seed,
+        max_turns=max_turns,
+        semantics=domain.semantics.label if getattr(domain, "semantics", None) is not None else None,
+        data=data_fingerprint(domain),
+    )
+
+
 @dataclass
 class Collector:
     """Runs an agent on tasks x trials and collects Episodes.
@@ -83,6 +144,11 @@ class Collector:
         on_episode: Called with each finished episode (progress bars, live metrics).
         failures: After a run, the episodes that could not be run or written (``episode_id: reason``); they
             are not in the file, so a resume runs them again. Empty when all went well.
+        retries: Re-runs of a job whose episode failed for infrastructure reasons (the last attempt is kept).
+        on_conflict: When ``out`` holds episodes of a run with other settings: ``"error"`` (raise
+            :class:`~apigen_envs.episodes_io.ResumeConflictError` naming the field) or ``"new_file"`` (write
+            to the first ``<name>-N.jsonl`` that is missing or holds this run; :attr:`out_path` tells which).
+        out_path: The file the last :meth:`arun` wrote to (set by it).
     """
 
     domain: Domain | str
@@ -96,6 +162,10 @@ class Collector:
     user_config: dict[str, Any] = field(default_factory=dict)
     data_dir: str | Path | None = None
     on_episode: Callable[[Episode], None] | None = None
+    retries: int = 2
+    on_conflict: ConflictPolicy = "error"
+    out_path: Path | None = field(default=None, init=False)
+    _settings: RunSettings | None = field(default=None, init=False, repr=False)
     failures: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -107,6 +177,24 @@ class Collector:
             self.user = ScriptedUser()
         if self.trials < 1 or self.concurrency < 1 or self.max_turns < 1:
             raise ValueError("trials, concurrency and max_turns must be >= 1")
+        if self.retries < 0:
+            raise ValueError("retries must be >= 0")
+
+    @property
+    def settings(self) -> RunSettings:
+        """The run's settings, recorded on every episode and checked on resume."""
+        if self._settings is None:
+            assert isinstance(self.domain, Domain)
+            self._settings = run_settings(
+                self.domain,
+                self.agent,
+                self.user,
+                agent_config=self.agent_config,
+                user_config=self.user_config,
+                base_seed=self.base_seed,
+                max_turns=self.max_turns,
+            )
+        return self._settings
 
     def jobs(self, tasks: Sequence[Task]) -> list[Job]:
         """The (task, trial) jobs for ``tasks``, trial-major so early results cover every task."""
@@ -117,16 +205,27 @@ class Collector:
         ]
 
     async def run_job(self, job: Job) -> Episode:
-        """Run one episode to the end and return its record (never raises for agent/user/env failures)."""
+        """Run one episode to the end and return its record (never raises for agent/user/env failures).
+
+        An infrastructure failure is retried up to :attr:`retries` times; the episode returned is the first
+        that is not one, or the last attempt.
+        """
         assert isinstance(self.domain, Domain)
-        env = ToolUseEnv(self.domain, user=self.user, task_ids=[job.task.id], max_turns=self.max_turns)
-        meta: dict[str, Any] = {
-            "agent": _name(self.agent, "agent"),
-            "agent_config": dict(self.agent_config),
-            "user": _name(self.user, "user"),
-            "user_config": dict(self.user_config),
-        }
-        return await arun_episode(env, self.agent, task_id=job.task.id, seed=job.seed, trial=job.trial, meta=meta)
+        fields: dict[str, Any] = {"user_config": dict(self.user_config), "run_settings": self.settings}
+        for attempt in range(1, self.retries + 2):
+            env = ToolUseEnv(self.domain, user=self.user, task_ids=[job.task.id], max_turns=self.max_turns)
+            episode = await arun_episode(
+                env,
+                self.agent,
+                task_id=job.task.id,
+                seed=job.seed,
+                trial=job.trial,
+                agent_config=self.agent_config,
+                fields={**fields, "attempts": attempt},
+            )
+            if not episode.is_infra_failure:
+                break
+        return episode
 
     async def arun(self, tasks: Sequence[Task] | None = None, out: str | Path | None = None) -> list[Episode]:
         """Run every job not already in ``out`` and return the new episodes.
@@ -138,13 +237,18 @@ class Collector:
         Returns:
             The episodes run by this call, in completion order (episodes that failed to run or to be written
             are left out and listed in :attr:`failures`).
+
+        Raises:
+            ResumeConflictError: When ``out`` holds episodes of a run with other settings (and
+                :attr:`on_conflict` is ``"error"``).
         """
         assert isinstance(self.domain, Domain)
         task_list = list(tasks) if tasks is not None else list(self.domain.tasks.values())
-        done = existing_ids(out) if out is not None else set()
-        agent, model = _name(self.agent, "agent"), self.agent_config.get("model")
-        pending = [job for job in self.jobs(task_list) if run_key(agent, model, job.episode_id) not in done]
-        writer = EpisodeWriter(out) if out is not None else None
+        done: set[str] = set()
+        if out is not None:
+            self.out_path, done = resume_output(out, self.settings, self.on_conflict)
+        pending = [job for job in self.jobs(task_list) if job.episode_id not in done]
+        writer = EpisodeWriter(self.out_path) if out is not None and self.out_path is not None else None
         results: list[Episode] = []
         self.failures = []
         queue: asyncio.Queue[Job] = asyncio.Queue()
@@ -192,65 +296,3 @@ class Collector:
         except RuntimeError:
             return asyncio.run(self.arun(tasks, out))
         raise RuntimeError("Collector.run() was called inside an event loop; use `await collector.arun()`")
-
-
-async def arun_episode(
-    env: ToolUseEnv, agent: Agent, *, task_id: str, seed: int | None, trial: int, meta: dict[str, Any]
-) -> Episode:
-    """Run one episode of ``task_id`` on ``env`` with ``agent`` and return its record.
-
-    Failures are recorded, never raised: a user-simulator or agent exception ends the episode as
-    ``user_error`` / ``agent_error`` (left out of metrics); an unusable agent turn ends it as
-    ``invalid_action`` (counted against the agent).
-
-    Args:
-        env: The env (it is reset).
-        agent: The policy.
-        task_id: The task to run.
-        seed: Episode seed (reaches the user simulator and ``context.seed``).
-        trial: Trial index recorded on the episode.
-        meta: Episode fields describing the run (agent, agent_config, user, user_config).
-
-    Returns:
-        The episode.
-
-    """
-    agent_usage = Usage()
-    try:
-        _, info = await env.areset(seed=seed, options={"task_id": task_id})
-    except Exception as exc:  # noqa: BLE001 - any user-simulator failure is recorded, not raised
-        return env.to_episode(trial=trial, termination="user_error", error=describe_error(exc), **meta)
-    context = AgentContext(
-        system_prompt=info["system_prompt"],
-        tools=tuple(info["tools"]),
-        task=env.task,
-        seed=seed,
-        extra=dict(meta.get("agent_config") or {}),
-    )
-    while not env.done:
-        try:
-            action = await agent.aact(env.messages, context)
-        except Exception as exc:  # noqa: BLE001 - recorded as an agent failure
-            return env.to_episode(
-                trial=trial, termination="agent_error", error=describe_error(exc), agent_usage=agent_usage, **meta
-            )
-        if getattr(action, "usage", None) is not None:
-            agent_usage = agent_usage + action.usage
-        try:
-            await env.astep(action)
-        except InvalidActionError as exc:
-            # The policy's own fault (empty or malformed turn): the episode ends and counts as a failure.
-            env.end("invalid_action", describe_error(exc))
-        except Exception as exc:  # noqa: BLE001 - user failure (env already marked done)
-            if env.done:
-                break
-            return env.to_episode(
-                trial=trial, termination="agent_error", error=describe_error(exc), agent_usage=agent_usage, **meta
-            )
-    return env.to_episode(trial=trial, agent_usage=agent_usage, **meta)
-
-
-def describe_error(exc: BaseException) -> str:
-    """A one-line description of an exception for episode records: ``Type: message``."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -16,22 +16,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
-from pydantic import ValidationError
 
-from apigen_envs import __version__
+from apigen_envs._version import __version__
 from apigen_envs.domain import Domain
-from apigen_envs.episode import Episode, Termination
-from apigen_envs.errors import EnvBugError, EnvStateError, InvalidActionError
+from apigen_envs.episode import UNSCORED_TERMINATIONS, Episode, Termination
+from apigen_envs.errors import DomainNotFoundError, EnvBugError, EnvStateError, did_you_mean
 from apigen_envs.messages import (
     AssistantMessage,
     Message,
     ToolMessage,
     Usage,
     UserMessage,
-    message_from_openai,
+    to_assistant_message,
 )
 from apigen_envs.protocols import UserSimulator, UserTurn
-from apigen_envs.registry import load_domain
+from apigen_envs.registry import BUILTIN_DOMAINS, GYM_IDS, load_domain, register_envs
 from apigen_envs.spaces import AssistantActionSpace, MessagesSpace
 from apigen_envs.task import Task
 from apigen_envs.tools import execute
@@ -47,35 +46,6 @@ def _fresh(message: dict[str, Any]) -> dict[str, Any]:
     if calls:
         out["tool_calls"] = [{**tc, "function": dict(tc["function"])} for tc in calls]
     return out
-
-
-def to_assistant_message(action: Any) -> AssistantMessage:
-    """Normalise an action into an :class:`AssistantMessage`.
-
-    Accepts an AssistantMessage, a plain string (text for the user) or an OpenAI-format assistant dict.
-
-    Raises:
-        InvalidActionError: For anything else, or a message with neither text nor tool calls.
-
-    """
-    if isinstance(action, AssistantMessage):
-        msg = action
-    elif isinstance(action, str):
-        msg = AssistantMessage(content=action)
-    elif isinstance(action, dict):
-        if action.get("role", "assistant") != "assistant":
-            raise InvalidActionError(f"an action must be an assistant message, got role {action.get('role')!r}")
-        try:
-            msg = message_from_openai({**action, "role": "assistant"})  # type: ignore[assignment]
-        except ValidationError as exc:
-            raise InvalidActionError(f"malformed assistant message: {exc.errors()[0]['msg']}") from None
-    else:
-        raise InvalidActionError(
-            f"an action must be an AssistantMessage, an OpenAI assistant dict or a str; got {type(action).__name__}"
-        )
-    if msg.is_empty:
-        raise InvalidActionError("the assistant message has neither text nor tool calls")
-    return msg
 
 
 class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
@@ -426,7 +396,7 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
     def _finish(self, termination: Termination) -> None:
         self._done = True
         self._termination = termination
-        if termination in ("env_error", "user_error"):
+        if termination in UNSCORED_TERMINATIONS:
             self._reward_info = None
         else:
             self._reward_info = self.domain.verifier.score(self.task, self._view, self._messages, termination)
@@ -516,3 +486,28 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
                 f"-- ended: {self._termination}, reward {self._reward_info.reward if self._reward_info else 0.0}"
             )
         return "\n".join(lines) + "\n"
+
+
+def make(env_id_or_domain: str, **kwargs: Any) -> Any:
+    """Make an env from a Gymnasium id or a domain name, with did-you-mean errors.
+
+    Args:
+        env_id_or_domain: ``"apigen/Retail-v0"`` or ``"retail"``.
+        **kwargs: Passed to :class:`ToolUseEnv`.
+
+    Returns:
+        The env (unwrapped when given a domain name; through ``gymnasium.make`` for an id).
+
+    Raises:
+        DomainNotFoundError: For an unknown id or domain.
+
+    """
+    register_envs()
+    if env_id_or_domain in gym.registry:
+        return gym.make(env_id_or_domain, **kwargs)
+    if env_id_or_domain in BUILTIN_DOMAINS or ":" in env_id_or_domain:
+        return ToolUseEnv(env_id_or_domain, **kwargs)
+    choices = [*GYM_IDS, *BUILTIN_DOMAINS]
+    raise DomainNotFoundError(
+        f"unknown env or domain {env_id_or_domain!r}; choose from {choices}.{did_you_mean(env_id_or_domain, choices)}"
+    )

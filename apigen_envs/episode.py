@@ -26,12 +26,51 @@ Termination = Literal[
     "invalid_action",
 ]
 """Why an episode ended. ``env_error``, ``agent_error``, ``user_error`` and ``infra_error`` are failures of the
-setup, not of the agent; ``invalid_action`` (the policy produced no usable turn) counts against the agent."""
+setup, not of the agent: ``agent_error`` means the policy's model server failed (an
+:class:`~apigen_envs.errors.InfrastructureError`), never that the policy misbehaved. ``invalid_action`` (the
+policy produced a turn that cannot be executed, or its code raised) counts against the agent with reward 0."""
 
 INFRA_TERMINATIONS: frozenset[str] = frozenset({"env_error", "agent_error", "user_error", "infra_error"})
 """Terminations that say nothing about the agent's skill; metrics leave these episodes out."""
 
+UNSCORED_TERMINATIONS: frozenset[str] = INFRA_TERMINATIONS | {"invalid_action"}
+"""Terminations the verifier does not score: infrastructure failures (left out) and invalid actions (reward 0)."""
+
 EPISODE_SCHEMA_VERSION = 1
+
+
+class RunSettings(BaseModel):
+    """What a collection run was set up with: everything that changes its episodes (the resume key).
+
+    Two runs with equal settings produce the same episode for the same task and trial, so a resumed run
+    may skip what the file already holds; a run with other settings must not be merged into that file.
+
+    Attributes:
+        agent: Agent name.
+        model: The agent's model, when it has one.
+        temperature: The agent's sampling temperature, when recorded.
+        user: User simulator name.
+        user_model: The user simulator's model, when it has one.
+        user_temperature: The user simulator's temperature, when recorded.
+        base_seed: The run seed episode seeds derive from.
+        max_turns: Agent steps per episode.
+        semantics: The domain's semantics profile (None where the domain names none).
+        data: Fingerprint of the domain's data source and task set.
+
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent: str
+    model: str | None = None
+    temperature: float | None = None
+    user: str
+    user_model: str | None = None
+    user_temperature: float | None = None
+    base_seed: int
+    max_turns: int
+    semantics: str | None = None
+    data: str
 
 
 class Episode(BaseModel):
@@ -67,6 +106,9 @@ class Episode(BaseModel):
         semantics: The semantics profile the episode followed (``apigen``, ``tau2``, ``tau-bench``, plus any
             changed options, e.g. ``tau2+seat_accounting``); None in records written before 0.2.
         versions: Package and data versions.
+        privileged: The agent was shown the task's gold (the oracle, or an env server that revealed the task).
+        attempts: Runs of this job it took (above 1 when infrastructure failures were retried).
+        run_settings: The collection run's settings (the resume key); None outside the collector.
 
     """
 
@@ -100,6 +142,9 @@ class Episode(BaseModel):
     user_trace: list[dict[str, Any]] = Field(default_factory=list)
     semantics: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
+    privileged: bool = False
+    attempts: int = 1
+    run_settings: RunSettings | None = None
 
     @property
     def is_infra_failure(self) -> bool:

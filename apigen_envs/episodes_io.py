@@ -15,11 +15,11 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from apigen_envs.episode import Episode
+from apigen_envs.episode import Episode, RunSettings
 from apigen_envs.errors import DataFileError, EpisodeWriteError
 from apigen_envs.text import model_json
 
@@ -54,6 +54,10 @@ def _record_key(raw: bytes) -> str | None:
 def _is_complete_record(raw: bytes) -> bool:
     """Whether a line is a whole episode record (what resume counts as done)."""
     return _record_key(raw) is not None
+
+
+ConflictPolicy = Literal["error", "new_file"]
+"""What a resumed run does with a file written under other settings: raise, or write to a new file."""
 
 
 def _read_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
@@ -228,21 +232,119 @@ def run_key(agent: str, model: object, episode_id: str) -> str:
     return f"{agent}|{model or ''}|{episode_id}"
 
 
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, raw JSON record) for each episode line of a file (missing: none); no full validation.
+
+    Raises:
+        DataFileError: When a line other than an unterminated tail is not an episode record.
+    """
+    if not path.exists():
+        return
+    for number, raw, is_tail in _read_lines(path):
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict) or "episode_id" not in record:
+                raise TypeError("not an episode object")
+            if not isinstance(record.get("agent_config", {}), dict):
+                raise TypeError("agent_config is not an object")
+        except (ValueError, RecursionError, TypeError):
+            if is_tail:
+                continue  # a truncated last line: repair_tail() sets it aside and the episode runs again
+            raise DataFileError(f"{path}:{number}: not a valid episode line") from None
+        yield number, record
+
+
 def existing_ids(path: str | Path) -> set[str]:
     """Resume keys (see :func:`run_key`) already in a file; a missing file has none.
 
     Raises:
         DataFileError: When a line other than an unterminated tail is not an episode.
     """
+    return {
+        run_key(record.get("agent", "unknown"), record.get("agent_config", {}).get("model"), str(record["episode_id"]))
+        for _, record in _records(Path(path))
+    }
+
+
+class ResumeConflictError(DataFileError):
+    """An episodes file holds a run with other settings; appending to it would merge two different runs."""
+
+
+def _conflict(path: Path, number: int, record: dict[str, object], settings: RunSettings) -> str | None:
+    """Why the episode on line ``number`` belongs to another run, or None when it belongs to this one."""
+    theirs = record.get("run_settings")
+    if not isinstance(theirs, dict):
+        return (
+            f"{path}:{number}: episode {record.get('episode_id')!r} was written without run settings (by an "
+            "older version, play, or another tool), so it cannot be told apart from this run's"
+        )
+    ours = settings.model_dump()
+    for name, value in ours.items():
+        if theirs.get(name) != value:
+            return (
+                f"{path}:{number}: the file holds a run with {name}={theirs.get(name)!r}, this run has {name}={value!r}"
+            )
+    return None
+
+
+def resumed_ids(path: str | Path, settings: RunSettings) -> set[str]:
+    """Episode ids already in a file written by a run with ``settings`` (what resuming it skips).
+
+    Args:
+        path: The episodes file (missing is fine: nothing done yet).
+        settings: The settings of the run about to append.
+
+    Returns:
+        The episode ids in the file.
+
+    Raises:
+        ResumeConflictError: When an episode was written under other settings; the message names the first
+            differing field.
+        DataFileError: When a line other than an unterminated tail is not an episode.
+
+    """
     path = Path(path)
-    if not path.exists():
-        return set()
-    keys = set()
-    for number, raw, is_tail in _read_lines(path):
-        key = _record_key(raw)
-        if key is not None:
-            keys.add(key)  # a complete last line without its newline counts: repair_tail() keeps it
-        elif not is_tail:
-            raise DataFileError(f"{path}:{number}: not a valid episode line")
-        # else: a truncated last line; repair_tail() sets it aside and the episode runs again
-    return keys
+    ids = set()
+    for number, record in _records(path):
+        problem = _conflict(path, number, record, settings)
+        if problem is not None:
+            raise ResumeConflictError(f"{problem}; write to another file (or ask for a new file on conflict)")
+        ids.add(str(record["episode_id"]))
+    return ids
+
+
+def resume_output(
+    path: str | Path, settings: RunSettings, on_conflict: ConflictPolicy = "error"
+) -> tuple[Path, set[str]]:
+    """Where a run with ``settings`` appends, and the episode ids already there.
+
+    Args:
+        path: The requested episodes file.
+        settings: The run's settings.
+        on_conflict: ``"error"``: a file of another run raises. ``"new_file"``: the run goes to the first of
+            ``name-2.jsonl``, ``name-3.jsonl``, ... that is missing or holds a run with the same settings
+            (so rerunning the same command resumes there).
+
+    Returns:
+        (the file to append to, the episode ids it already holds).
+
+    Raises:
+        ResumeConflictError: On a conflict with ``on_conflict="error"``.
+        ValueError: For an unknown ``on_conflict``.
+
+    """
+    if on_conflict not in ("error", "new_file"):
+        raise ValueError(f"on_conflict must be 'error' or 'new_file', got {on_conflict!r}")
+    path = Path(path)
+    try:
+        return path, resumed_ids(path, settings)
+    except ResumeConflictError:
+        if on_conflict == "error":
+            raise
+    number = 2
+    while True:
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        try:
+            return candidate, resumed_ids(candidate, settings)
+        except ResumeConflictError:
+            number += 1

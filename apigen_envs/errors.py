@@ -7,6 +7,10 @@ Two families matter to users:
 * Everything deriving from :class:`ApigenError` is a usage or infrastructure failure (bad action type,
   unknown domain, corrupt data file, dead LLM server). These are raised to the caller with a clear
   message, or recorded on the episode, and never shown to the agent as if they were tool output.
+
+Of those, :class:`InfrastructureError` marks the failures that say nothing about the policy (the model
+server or the env server gave up). The episode runner records them as infrastructure terminations, left out
+of metrics and retried by the collector; any other exception a policy raises counts against the policy.
 """
 
 from __future__ import annotations
@@ -17,6 +21,14 @@ from collections.abc import Iterable
 
 class ApigenError(Exception):
     """Base class of every error raised by apigen-envs itself."""
+
+
+class InfrastructureError(ApigenError):
+    """A server the episode depends on failed for good (after retries): the model server, the env server.
+
+    Raise it (or a subclass) from an agent when the failure is not the policy's doing, e.g. a wrapper around
+    a model API that gave up; the runner then records ``agent_error`` instead of ``invalid_action``.
+    """
 
 
 class ToolError(Exception):
@@ -57,7 +69,7 @@ class EnvBugError(ApigenError, RuntimeError):
     """A tool raised an unexpected exception: a defect in the domain, not in the agent's call."""
 
 
-class LLMError(ApigenError, RuntimeError):
+class LLMError(InfrastructureError, RuntimeError):
     """An LLM call failed after retries (server down, timeouts, malformed replies)."""
 
 

@@ -15,12 +15,16 @@ raises :class:`ExportError` naming the episode and the problem) and on read:
   ``function_call``.
 * **OpenAI chat messages** (:class:`OpenAIRecord`) for SFT: ``{"messages": [...], "tools": [...]}`` with
   the system prompt first, assistant ``tool_calls`` whose ``arguments`` are JSON strings, and ``tool``
-  messages answering them by ``tool_call_id``.
+  messages answering them by ``tool_call_id``. The messages are the message types' own ``to_openai()``
+  output, the one wire format agents and trainers see.
 * **Hugging Face datasets** (:func:`export_hf`): either of the above as a ``datasets.Dataset`` saved to a
   parquet file (needs the ``hf`` extra: ``datasets>=2.19``). Columns holding free-form JSON (tool schemas)
   are stored as JSON strings so the Arrow schema stays flat and stable across domains.
 
-Loaders read each format back into typed messages (:meth:`ShareGPTRecord.to_messages`,
+Which tool results were errors is a field of the tool message (``ToolMessage.error``), never guessed from
+the text. Neither wire format has a place for it, so records carry it next to the messages: ``tool_errors``,
+the 0-based positions (in order of appearance) of the tool results that were errors, written when there
+are any. Loaders read each format back into typed messages (:meth:`ShareGPTRecord.to_messages`,
 :meth:`OpenAIRecord.to_messages`), and :func:`replay_fingerprint` re-runs a record's tool calls in a fresh
 env, so an exported file can be checked against the final state its trajectory recorded.
 """
@@ -39,7 +43,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from apigen_envs.domain import Domain, read_json, read_jsonl
 from apigen_envs.episode import Episode
 from apigen_envs.errors import ApigenError, DataFileError
-from apigen_envs.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage, message_from_openai
+from apigen_envs.messages import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+    message_from_openai,
+)
 
 ShareGPTRole = Literal["human", "gpt", "function_call", "observation"]
 """Speaker tags of the ShareGPT / APIGen-MT-5k format."""
@@ -124,6 +136,7 @@ class ShareGPTRecord(BaseModel):
     conversations: list[ShareGPTTurn] = Field(min_length=1)
     tools: str
     system: str = ""
+    tool_errors: list[int] = Field(default_factory=list)
 
     @field_validator("tools")
     @classmethod
@@ -171,6 +184,8 @@ class ShareGPTRecord(BaseModel):
         names = _tool_names(json.loads(self.tools))
         calls: tuple[ToolCall, ...] = ()
         text: str | None = None
+        errors = set(self.tool_errors)
+        results_seen = 0
         for index, turn in enumerate(self.conversations):
             if turn.from_ == "human":
                 out.append(UserMessage(content=turn.value))
@@ -193,16 +208,14 @@ class ShareGPTRecord(BaseModel):
             else:
                 results = [turn.value] if len(calls) == 1 else [_as_text(r) for r in json.loads(turn.value)]
                 for call, result in zip(calls, results, strict=True):
-                    out.append(
-                        ToolMessage(
-                            tool_call_id=call.id, name=call.name, content=result, error=result.startswith("Error:")
-                        )
-                    )
+                    error = results_seen in errors
+                    results_seen += 1
+                    out.append(ToolMessage(tool_call_id=call.id, name=call.name, content=result, error=error))
         return out
 
     def dump(self) -> dict[str, Any]:
-        """The record as written to disk (``from`` spelled as in the format)."""
-        return self.model_dump(by_alias=True)
+        """The record as written to disk (``from`` spelled as in the format; ``tool_errors`` only when set)."""
+        return self.model_dump(by_alias=True, exclude={"tool_errors"} if not self.tool_errors else None)
 
 
 def _json_or_none(text: str) -> Any:
@@ -268,6 +281,8 @@ def to_sharegpt(episode: Episode) -> ShareGPTRecord:
 
     """
     turns: list[dict[str, str]] = []
+    errors: list[int] = []
+    results = 0
     for msg, answered in _call_groups(episode.messages):
         if isinstance(msg, UserMessage):
             turns.append({"from": "human", "value": msg.content})
@@ -285,10 +300,12 @@ def to_sharegpt(episode: Episode) -> ShareGPTRecord:
             )
             value = answered[0].content if single else json.dumps([r.content for r in answered], ensure_ascii=False)
             turns.append({"from": "observation", "value": value})
+            errors.extend(results + i for i, r in enumerate(answered) if r.error)
+            results += len(answered)
     tools = json.dumps([flat_tool_schema(t) for t in episode.tools], ensure_ascii=False)
     try:
         return ShareGPTRecord.model_validate(
-            {"conversations": turns, "tools": tools, "system": episode.system_prompt or ""}
+            {"conversations": turns, "tools": tools, "system": episode.system_prompt or "", "tool_errors": errors}
         )
     except ValidationError as exc:
         raise ExportError(f"episode {episode.episode_id}: not a valid ShareGPT record ({_first_error(exc)})") from None
@@ -357,6 +374,7 @@ class OpenAIRecord(BaseModel):
 
     messages: list[OpenAIMessage] = Field(min_length=1)
     tools: list[dict[str, Any]] = Field(default_factory=list)
+    tool_errors: list[int] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _structure(self) -> OpenAIRecord:
@@ -388,13 +406,16 @@ class OpenAIRecord(BaseModel):
     def to_messages(self) -> list[Message]:
         """The conversation as typed messages (the system message is left out; see :attr:`system`)."""
         out: list[Message] = []
+        errors = set(self.tool_errors)
+        results_seen = 0
         for msg in self.messages:
             if msg.role == "system":
                 continue
             data = msg.model_dump(exclude_none=True)
             if msg.role == "tool":
-                data["error"] = (msg.content or "").startswith("Error:")
+                data["error"] = results_seen in errors
                 data.setdefault("name", "")
+                results_seen += 1
             out.append(message_from_openai(data))
         return out
 
@@ -405,8 +426,8 @@ class OpenAIRecord(BaseModel):
         return first.content if first.role == "system" else None
 
     def dump(self) -> dict[str, Any]:
-        """The record as written to disk."""
-        return self.model_dump(exclude_none=True)
+        """The record as written to disk (``tool_errors`` only when set)."""
+        return self.model_dump(exclude_none=True, exclude={"tool_errors"} if not self.tool_errors else None)
 
 
 def to_openai(episode: Episode, *, include_system: bool = True) -> OpenAIRecord:
@@ -425,32 +446,26 @@ def to_openai(episode: Episode, *, include_system: bool = True) -> OpenAIRecord:
     """
     messages: list[dict[str, Any]] = []
     if include_system and episode.system_prompt:
-        messages.append({"role": "system", "content": episode.system_prompt})
+        messages.append(SystemMessage(content=episode.system_prompt).to_openai())
+    errors: list[int] = []
+    results = 0
     for msg, answered in _call_groups(episode.messages):
         if isinstance(msg, AssistantMessage):
             ran = {r.tool_call_id for r in answered}
-            calls = [c for c in msg.tool_calls if c.id in ran]
-            entry: dict[str, Any] = {"role": "assistant", "content": msg.content or ""}
-            if calls:
-                entry["tool_calls"] = [
-                    {
-                        "id": c.id,
-                        "type": "function",
-                        "function": {"name": c.name, "arguments": json.dumps(_arguments_dict(c), ensure_ascii=False)},
-                    }
-                    for c in calls
-                ]
-            elif not (msg.content and msg.content.strip()):
+            calls = tuple(c for c in msg.tool_calls if c.id in ran)
+            for call in calls:
+                _arguments_dict(call)  # raw-text arguments that are not an object cannot be exported
+            if not calls and not (msg.content and msg.content.strip()):
                 continue  # only calls that never ran: nothing to learn from
-            messages.append(entry)
-            messages.extend(
-                {"role": "tool", "tool_call_id": r.tool_call_id, "name": r.name, "content": r.content} for r in answered
-            )
+            messages.append(msg.model_copy(update={"tool_calls": calls}).to_openai())
+            messages.extend(r.to_openai() for r in answered)
+            errors.extend(results + i for i, r in enumerate(answered) if r.error)
+            results += len(answered)
         elif isinstance(msg, UserMessage):
-            messages.append({"role": "user", "content": msg.content})
+            messages.append(msg.to_openai())
     try:
         return OpenAIRecord.model_validate(
-            {"messages": messages, "tools": [openai_tool_schema(t) for t in episode.tools]}
+            {"messages": messages, "tools": [openai_tool_schema(t) for t in episode.tools], "tool_errors": errors}
         )
     except ValidationError as exc:
         raise ExportError(f"episode {episode.episode_id}: not a valid OpenAI record ({_first_error(exc)})") from None
@@ -584,6 +599,7 @@ def export_openai(episodes: Iterable[Episode], path: str | Path, **kwargs: Any) 
 def _hf_row(row: Mapping[str, Any], fmt: ExportFormat) -> dict[str, Any]:
     """Flatten a record for Arrow: free-form JSON (tool schemas, meta) becomes JSON strings."""
     out = dict(row)
+    out["tool_errors"] = list(row.get("tool_errors", ()))  # every row has the column: one Arrow schema
     if fmt == "openai":
         out["messages"] = [
             {

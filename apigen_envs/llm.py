@@ -20,6 +20,7 @@ receives completions, so agents and simulators write their multi-call logic once
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import hashlib
 import inspect
@@ -34,7 +35,7 @@ import weakref
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypedDict, TypeVar, Unpack, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -154,9 +155,27 @@ class Completion:
         return self.message.usage or Usage()
 
 
+class RequestOptions(TypedDict, total=False):
+    """What a request may set besides its messages (the keyword form of :class:`LLMRequest`'s fields)."""
+
+    tools: Sequence[dict[str, Any]] | None
+    seed: int | None
+    temperature: float | None
+    response_format: dict[str, Any] | None
+
+
 @dataclass(frozen=True, slots=True)
 class LLMRequest:
-    """The arguments of one :meth:`LLMClient.complete` call, as yielded by a plan (see :func:`run_plan`)."""
+    """One model request: what :meth:`LLMClient.complete` takes and what a plan yields (see :func:`run_plan`).
+
+    Attributes:
+        messages: OpenAI chat-format messages.
+        tools: OpenAI tool schemas the model may call.
+        seed: Sampling seed passed to the server.
+        temperature: Overrides the client's temperature.
+        response_format: OpenAI ``response_format`` (e.g. a JSON schema to enforce).
+
+    """
 
     messages: Sequence[dict[str, Any]]
     tools: Sequence[dict[str, Any]] | None = None
@@ -164,41 +183,40 @@ class LLMRequest:
     temperature: float | None = None
     response_format: dict[str, Any] | None = None
 
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``complete`` / ``acomplete`` (everything but ``messages``)."""
-        return {
-            "tools": self.tools,
-            "seed": self.seed,
-            "temperature": self.temperature,
-            "response_format": self.response_format,
-        }
+    @classmethod
+    def of(cls, request: LLMRequest | Sequence[dict[str, Any]], options: RequestOptions) -> LLMRequest:
+        """The request a ``complete(request_or_messages, **options)`` call stands for.
+
+        Args:
+            request: A request, or bare messages.
+            options: Fields to set (they override the request's own).
+
+        Returns:
+            The request.
+
+        """
+        if isinstance(request, LLMRequest):
+            return dataclasses.replace(request, **options) if options else request
+        return cls(request, **options)
+
+
+RequestLike = LLMRequest | Sequence[dict[str, Any]]
+"""What ``complete`` accepts: a request, or bare messages with the other fields as keywords."""
 
 
 @runtime_checkable
 class LLMClient(Protocol):
-    """Anything that turns OpenAI-format chat messages into a :class:`Completion`."""
+    """Anything that turns an :class:`LLMRequest` into a :class:`Completion`.
 
-    def complete(
-        self,
-        messages: Sequence[dict[str, Any]],
-        *,
-        tools: Sequence[dict[str, Any]] | None = None,
-        seed: int | None = None,
-        temperature: float | None = None,
-        response_format: dict[str, Any] | None = None,
-    ) -> Completion:
+    Both methods take the request, or bare messages plus the request's other fields as keywords
+    (``complete(messages, tools=..., seed=...)``); :meth:`LLMRequest.of` turns either into the request.
+    """
+
+    def complete(self, request: RequestLike, /, **options: Unpack[RequestOptions]) -> Completion:
         """Ask the model for the next assistant message."""
         ...
 
-    async def acomplete(
-        self,
-        messages: Sequence[dict[str, Any]],
-        *,
-        tools: Sequence[dict[str, Any]] | None = None,
-        seed: int | None = None,
-        temperature: float | None = None,
-        response_format: dict[str, Any] | None = None,
-    ) -> Completion:
+    async def acomplete(self, request: RequestLike, /, **options: Unpack[RequestOptions]) -> Completion:
         """Async twin of :meth:`complete`."""
         ...
 
@@ -221,7 +239,7 @@ def run_plan(client: LLMClient, plan: Plan[T]) -> T:
     try:
         request = next(plan)
         while True:
-            completion = client.complete(request.messages, **request.kwargs())
+            completion = client.complete(request)
             request = plan.send(completion)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
@@ -232,7 +250,7 @@ async def arun_plan(client: LLMClient, plan: Plan[T]) -> T:
     try:
         request = next(plan)
         while True:
-            completion = await client.acomplete(request.messages, **request.kwargs())
+            completion = await client.acomplete(request)
             request = plan.send(completion)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
@@ -678,17 +696,11 @@ class OpenAIClient:
             await slot.client.close()
 
     # -------------------------------------------------------------- request
-    def _request(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        tools: Sequence[dict[str, Any]] | None,
-        seed: int | None,
-        temperature: float | None,
-        response_format: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+    def _request(self, request: LLMRequest) -> dict[str, Any]:
         cfg = self.config
-        body: dict[str, Any] = {"model": cfg.model, "messages": _wire_messages(messages)}
-        temp = temperature if temperature is not None else cfg.temperature
+        body: dict[str, Any] = {"model": cfg.model, "messages": _wire_messages(request.messages)}
+        tools, seed, response_format = request.tools, request.seed, request.response_format
+        temp = request.temperature if request.temperature is not None else cfg.temperature
         if temp is not None:
             body["temperature"] = temp
         if cfg.max_tokens is not None:
@@ -766,23 +778,13 @@ class OpenAIClient:
             retryable=failure.retryable,
         )
 
-    def complete(
-        self,
-        messages: Sequence[dict[str, Any]],
-        *,
-        tools: Sequence[dict[str, Any]] | None = None,
-        seed: int | None = None,
-        temperature: float | None = None,
-        response_format: dict[str, Any] | None = None,
-    ) -> Completion:
+    def complete(self, request: RequestLike, /, **options: Unpack[RequestOptions]) -> Completion:
         """Ask the model for the next assistant message (blocking, with retries).
 
         Args:
-            messages: OpenAI chat-format messages.
-            tools: OpenAI tool schemas the model may call.
-            seed: Sampling seed passed to the server.
-            temperature: Overrides the config's temperature.
-            response_format: OpenAI ``response_format`` (e.g. a JSON schema to enforce).
+            request: The request, or its messages (OpenAI chat format).
+            **options: Request fields: ``tools``, ``seed``, ``temperature`` (overrides the config's),
+                ``response_format`` (see :class:`LLMRequest`).
 
         Returns:
             The completion.
@@ -791,7 +793,9 @@ class OpenAIClient:
             LLMRequestError: When the request fails for good (an :class:`LLMError`).
 
         """
-        body = self._request(messages, tools, seed, temperature, response_format)
+        request = LLMRequest.of(request, options)
+        tools = request.tools
+        body = self._request(request)
         client = self._sync_client()
         started = time.perf_counter()
         attempt = 0
@@ -805,17 +809,11 @@ class OpenAIClient:
             except Exception as exc:
                 time.sleep(self._retry_delay(exc, attempt))
 
-    async def acomplete(
-        self,
-        messages: Sequence[dict[str, Any]],
-        *,
-        tools: Sequence[dict[str, Any]] | None = None,
-        seed: int | None = None,
-        temperature: float | None = None,
-        response_format: dict[str, Any] | None = None,
-    ) -> Completion:
+    async def acomplete(self, request: RequestLike, /, **options: Unpack[RequestOptions]) -> Completion:
         """Async twin of :meth:`complete`."""
-        body = self._request(messages, tools, seed, temperature, response_format)
+        request = LLMRequest.of(request, options)
+        tools = request.tools
+        body = self._request(request)
         client = self._async_client()
         started = time.perf_counter()
         attempt = 0
@@ -896,20 +894,20 @@ class ScriptedLLM:
             index %= len(self.replies)
         return self.replies[index]
 
-    def complete(
-        self,
-        messages: Sequence[dict[str, Any]],
-        *,
-        tools: Sequence[dict[str, Any]] | None = None,
-        seed: int | None = None,
-        temperature: float | None = None,
-        response_format: dict[str, Any] | None = None,
-    ) -> Completion:
+    def complete(self, request: RequestLike, /, **options: Unpack[RequestOptions]) -> Completion:
         """Record the request and return the next scripted reply (see the class docstring)."""
-        msgs = tuple(dict(m) for m in messages)
+        request = LLMRequest.of(request, options)
+        msgs = tuple(dict(m) for m in request.messages)
+        tools = request.tools
         with self._lock:
             self.requests.append(
-                RecordedRequest(msgs, tuple(tools) if tools is not None else None, seed, temperature, response_format)
+                RecordedRequest(
+                    msgs,
+                    tuple(tools) if tools is not None else None,
+                    request.seed,
+                    request.temperature,
+                    request.response_format,
+                )
             )
             index = len(self.requests) - 1
         reply = self._next_reply(index, msgs, tools)
@@ -937,14 +935,6 @@ class ScriptedLLM:
             model=self.model,
         )
 
-    async def acomplete(
-        self,
-        messages: Sequence[dict[str, Any]],
-        *,
-        tools: Sequence[dict[str, Any]] | None = None,
-        seed: int | None = None,
-        temperature: float | None = None,
-        response_format: dict[str, Any] | None = None,
-    ) -> Completion:
+    async def acomplete(self, request: RequestLike, /, **options: Unpack[RequestOptions]) -> Completion:
         """Async twin of :meth:`complete`."""
-        return self.complete(messages, tools=tools, seed=seed, temperature=temperature, response_format=response_format)
+        return self.complete(request, **options)

@@ -2,16 +2,24 @@
 
 Every message converts to the OpenAI chat format through one method, ``to_openai()``, and back through
 :func:`message_from_openai`, so agents, trainers and exporters share a single wire format.
+:func:`to_assistant_message` is the one place where whatever a policy produced becomes an assistant turn
+or an :class:`~apigen_envs.errors.InvalidActionError`.
+
+Tool-call arguments are kept writable whatever a model sends: arguments nested deeper than
+:data:`MAX_ARGUMENT_DEPTH` levels, or holding values JSON cannot encode, are replaced by a short marker
+text. The env answers such a call with an error observation (the text is not valid JSON), and the
+episode record stays serialisable (pydantic refuses to write JSON nested deeper than ~250 levels, and
+``json`` recurses once per level).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from apigen_envs.errors import InvalidActionError
 from apigen_envs.text import TooDeepError, clean_json, clean_text, json_depth, may_nest_deeper
 
 Text = Annotated[str, AfterValidator(clean_text)]
@@ -24,6 +32,8 @@ would exhaust the recursion limit of whatever serialises or parses them)."""
 TOO_DEEP_ARGUMENTS = f"<arguments nested deeper than {MAX_ARGUMENT_DEPTH} levels were dropped>"
 """What such arguments are replaced with: not JSON, so the env answers the call with a tool error that counts
 against the agent, as for any other unparsable arguments."""
+
+_JSON_LEAVES = (str, int, float, bool, type(None))
 
 
 class _Frozen(BaseModel):
@@ -62,9 +72,13 @@ class ToolCall(_Frozen):
     @field_validator("arguments")
     @classmethod
     def _encodable_arguments(cls, value: dict[str, Any] | str) -> dict[str, Any] | str:
+        # Any nesting or value a model sends must not crash the env or the episode writer later on.
         if isinstance(value, str):
             value = clean_text(value)
             return TOO_DEEP_ARGUMENTS if _json_text_too_deep(value) else value
+        problem = _dict_problem(value)
+        if problem is not None:
+            return TOO_DEEP_ARGUMENTS if "nested" in problem else f"<tool arguments dropped: {problem}>"
         try:
             return clean_json(value, MAX_ARGUMENT_DEPTH)  # type: ignore[no-any-return]
         except TooDeepError:
@@ -161,6 +175,27 @@ def _json_text_too_deep(text: str) -> bool:
     return json_depth(value, MAX_ARGUMENT_DEPTH) > MAX_ARGUMENT_DEPTH
 
 
+def _dict_problem(value: dict[str, Any]) -> str | None:
+    """Why parsed arguments cannot be kept (too deep, or not JSON values), or None. Iterative: no recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+            if not all(isinstance(k, _JSON_LEAVES) for k in node):
+                return "keys that are not JSON strings"
+        elif isinstance(node, list | tuple):
+            children = node
+        elif isinstance(node, _JSON_LEAVES):
+            continue
+        else:
+            return f"a {type(node).__name__} value, which is not JSON"
+        if depth > MAX_ARGUMENT_DEPTH:
+            return f"nested more than {MAX_ARGUMENT_DEPTH} levels deep"
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
 Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
 """Any conversation message, discriminated by ``role``."""
 
@@ -179,25 +214,18 @@ def message_from_openai(data: dict[str, Any]) -> SystemMessage | UserMessage | A
 
     Raises:
         pydantic.ValidationError: When the dict is not a valid message.
+        ValueError: When ``tool_calls`` is not a list of call objects.
 
     """
     if data.get("role") == "assistant" and data.get("tool_calls"):
+        if not isinstance(data["tool_calls"], list | tuple):
+            raise ValueError(f"tool_calls must be a list, got {type(data['tool_calls']).__name__}")
         calls = []
         for i, tc in enumerate(data["tool_calls"]):
-            fn = tc.get("function", tc)
-            args = fn.get("arguments", {})
-            if isinstance(args, str):
-                raw = args
-                # Unparsable text is kept raw: the env answers it with an error observation. Text nested too
-                # deeply to parse is kept raw as well; ToolCall then drops it (see MAX_ARGUMENT_DEPTH).
-                with contextlib.suppress(json.JSONDecodeError, RecursionError):
-                    args = json.loads(args) if args.strip() else {}
-                if not isinstance(args, dict | str):
-                    try:
-                        args = json.dumps(args)
-                    except RecursionError:
-                        args = raw
-            calls.append(ToolCall(id=tc.get("id") or f"call_{i}", name=fn.get("name", ""), arguments=args))
+            fn = tc.get("function", tc) if isinstance(tc, dict) else None
+            if not isinstance(fn, dict):
+                raise ValueError(f"tool call {i} must be an object with a 'function' object")
+            calls.append(ToolCall(id=tc.get("id") or f"call_{i}", name=fn.get("name", ""), arguments=_arguments(fn)))
         data = {k: v for k, v in data.items() if k in ("role", "content", "usage")} | {"tool_calls": calls}
     elif data.get("role") in ("user", "system", "tool", "assistant"):
         allowed = {
@@ -208,6 +236,68 @@ def message_from_openai(data: dict[str, Any]) -> SystemMessage | UserMessage | A
         }[data["role"]]
         data = {k: v for k, v in data.items() if k in allowed}
     return _MESSAGE.validate_python(data)
+
+
+def _arguments(fn: dict[str, Any]) -> dict[str, Any] | str:
+    """A call's arguments: a dict when the text parses to an object, else the raw text (the env rejects it)."""
+    args = fn.get("arguments", {})
+    if not isinstance(args, str):
+        return args if isinstance(args, dict) else _as_json_text(args)
+    if not args.strip():
+        return {}
+    if _json_text_too_deep(args):
+        return args  # ToolCall swaps it for a marker
+    try:
+        parsed = json.loads(args)
+    except (json.JSONDecodeError, RecursionError):
+        return args
+    return parsed if isinstance(parsed, dict) else args
+
+
+def _as_json_text(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return repr(type(value).__name__)
+
+
+def to_assistant_message(action: Any) -> AssistantMessage:
+    """Normalise what a policy produced into an :class:`AssistantMessage`.
+
+    Accepts an AssistantMessage, a plain string (text for the user) or an OpenAI-format assistant dict.
+    Every failure to read the action (wrong type, another role, malformed fields, an empty turn) is one
+    error type, so callers can count it against the policy.
+
+    Args:
+        action: The policy's output.
+
+    Returns:
+        The assistant message.
+
+    Raises:
+        InvalidActionError: For anything else, or a message with neither text nor tool calls.
+
+    """
+    if isinstance(action, AssistantMessage):
+        msg = action
+    elif isinstance(action, str):
+        msg = AssistantMessage(content=action)
+    elif isinstance(action, dict):
+        if action.get("role", "assistant") != "assistant":
+            raise InvalidActionError(f"an action must be an assistant message, got role {action.get('role')!r}")
+        try:
+            msg = message_from_openai({**action, "role": "assistant"})  # type: ignore[assignment]
+        except ValidationError as exc:
+            raise InvalidActionError(f"malformed assistant message: {exc.errors()[0]['msg']}") from None
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise InvalidActionError(f"malformed assistant message: {exc}") from None
+    else:
+        raise InvalidActionError(
+            f"an action must be an AssistantMessage, an OpenAI assistant dict or a str; got {type(action).__name__}"
+        )
+    if msg.is_empty:
+        raise InvalidActionError("the assistant message has neither text nor tool calls")
+    return msg
 
 
 def assistant_text(content: str) -> AssistantMessage:

@@ -5,8 +5,8 @@ lines: plain text goes to the simulated customer, ``/call tool_name {"arg": ...}
 and ``/policy`` show the references, ``/quit`` gives up. Tab completes commands, tool names and argument
 names (through ``readline`` where the terminal has it). ``apigen-envs play --as user --model M --base-url U``
 puts a model in the agent's seat and the person in the customer's: ``/stop`` ends the conversation.
-Either way the episode is scored by the domain's verifier and appended to an Episode JSONL file like any
-collected one.
+Either way the episode runs through the episode runner (:mod:`apigen_envs.runner`), is scored by the
+domain's verifier and is appended to an Episode JSONL file like any collected one.
 
 ``apigen-envs serve`` (also defined here) runs the env HTTP service of :mod:`apigen_envs.server`.
 """
@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from apigen_envs.episode import Episode
 from apigen_envs.errors import ApigenError
 from apigen_envs.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
-from apigen_envs.protocols import UserTurn
+from apigen_envs.protocols import AgentContext, UserTurn
+from apigen_envs.runner import run_episode
 from apigen_envs.task import Task
 
 COMMANDS: tuple[str, ...] = ("/call", "/tools", "/policy", "/help", "/quit")
@@ -38,8 +40,12 @@ DEFAULT_OUT = Path("runs") / "play" / "episodes.jsonl"
 InputFn = Callable[[str], str]
 
 
-class QuitGame(Exception):
-    """The person typed ``/quit`` (or closed the input)."""
+class QuitGame(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt, not an error
+    """The person typed ``/quit`` (or closed the input).
+
+    A ``BaseException``, like ``KeyboardInterrupt``: giving up is not a turn of the policy, so it passes
+    through the episode runner (which judges every ``Exception`` a policy raises) back to ``play``.
+    """
 
 
 # ---------------------------------------------------------------------------------------------- completion
@@ -190,7 +196,7 @@ def _read(input_fn: InputFn, prompt: str) -> str:
     try:
         return input_fn(prompt)
     except EOFError:
-        raise QuitGame from None
+        raise QuitGame("input closed") from None
 
 
 AGENT_HELP = (
@@ -208,65 +214,106 @@ USER_HELP = (
 )
 
 
-def play_as_agent(env: Any, *, input_fn: InputFn, out: TextIO, seed: int | None, options: dict[str, Any]) -> str | None:
-    """Run the agent's seat until the episode ends or the person quits.
+@dataclass
+class HumanAgent:
+    """An agent that is a person at the keyboard (for the agent's seat).
+
+    Attributes:
+        input_fn: Reads a line.
+        screen: Where the conversation is shown.
+        env: The env (for the task header shown before the first turn).
+        name: Name recorded on episodes.
+
+    """
+
+    input_fn: InputFn
+    screen: Transcript
+    env: Any
+    name: str = "human"
+    calls: int = field(default=0, init=False)
+    _greeted: bool = field(default=False, init=False)
+
+    def _greet(self, context: AgentContext) -> None:
+        schemas = list(context.tools)
+        if self.input_fn is input:
+            install_completer(tool_arguments(schemas), COMMANDS)
+        self.screen.say(f"== {self.env.domain.name} / task {self.env.task.id}: you are the agent ==")
+        self.screen.say("Policy summary:")
+        self.screen.say(policy_summary(context.system_prompt))
+        self.screen.say("Tools:")
+        self.screen.say(tools_table(schemas))
+        self.screen.say(AGENT_HELP)
+        self.screen.say()
+        self._greeted = True
+
+    def act(self, conversation: Sequence[Message], context: AgentContext) -> AssistantMessage:
+        """Show what happened since the last turn, then read the person's next turn.
+
+        Raises:
+            QuitGame: On ``/quit`` or closed input.
+
+        """
+        if not self._greeted:
+            self._greet(context)
+        self.screen.show_new(conversation)
+        schemas = list(context.tools)
+        names = [s["function"]["name"] for s in schemas]
+        while True:
+            line = _read(self.input_fn, "agent> ").strip()
+            if not line:
+                continue
+            if line == "/quit":
+                raise QuitGame("the player quit")
+            if line == "/help":
+                self.screen.say(AGENT_HELP)
+                continue
+            if line == "/policy":
+                self.screen.say(context.system_prompt)
+                continue
+            if line.startswith("/tools"):
+                wanted = line[len("/tools") :].strip()
+                if wanted:
+                    match = [s for s in schemas if s["function"]["name"] == wanted]
+                    self.screen.say(json.dumps(match[0], indent=2) if match else f"unknown tool {wanted!r}")
+                else:
+                    self.screen.say(tools_table(schemas))
+                continue
+            if line.startswith("/call"):
+                try:
+                    action = parse_call(line, names, f"human_{self.calls}")
+                except ValueError as exc:
+                    self.screen.say(f"! {exc}")
+                    continue
+                self.calls += 1
+            elif line.startswith("/"):
+                self.screen.say(f"! unknown command {line.split()[0]!r}; commands: {', '.join(COMMANDS)}")
+                continue
+            else:
+                action = AssistantMessage(content=line)
+            self.screen.shown = len(conversation) + 1  # the person's own turn is already on screen
+            return action
+
+    async def aact(self, conversation: Sequence[Message], context: AgentContext) -> AssistantMessage:
+        """Async twin of :meth:`act` (blocks on the keyboard; meant for one interactive episode)."""
+        return self.act(conversation, context)
+
+
+def play_as_agent(
+    env: Any, *, input_fn: InputFn, out: TextIO, seed: int | None, options: dict[str, Any]
+) -> tuple[Episode | None, str | None]:
+    """Run the agent's seat through the episode runner until the episode ends or the person quits.
 
     Returns:
-        None when the episode ended normally, else why it was abandoned.
+        (the episode, None) when it ended normally, else (None, why it was abandoned).
 
     """
     screen = Transcript(out)
-    _, info = env.reset(seed=seed, options=options)
-    schemas = info["tools"]
-    names = [s["function"]["name"] for s in schemas]
-    args = tool_arguments(schemas)
-    if input_fn is input:
-        install_completer(args, COMMANDS)
-    screen.say(f"== {info['domain']} / task {info['task_id']}: you are the agent ==")
-    screen.say("Policy summary:")
-    screen.say(policy_summary(info["system_prompt"]))
-    screen.say("Tools:")
-    screen.say(tools_table(schemas))
-    screen.say(AGENT_HELP)
-    screen.say()
+    try:
+        episode = run_episode(env, HumanAgent(input_fn, screen, env), options=options, seed=seed)
+    except QuitGame as exc:
+        return None, str(exc)
     screen.show_new(env.messages)
-    calls = 0
-    while not env.done:
-        line = _read(input_fn, "agent> ").strip()
-        if not line:
-            continue
-        if line == "/quit":
-            return "the player quit"
-        if line == "/help":
-            screen.say(AGENT_HELP)
-            continue
-        if line == "/policy":
-            screen.say(info["system_prompt"])
-            continue
-        if line.startswith("/tools"):
-            wanted = line[len("/tools") :].strip()
-            if wanted:
-                match = [s for s in schemas if s["function"]["name"] == wanted]
-                screen.say(json.dumps(match[0], indent=2) if match else f"unknown tool {wanted!r}")
-            else:
-                screen.say(tools_table(schemas))
-            continue
-        if line.startswith("/call"):
-            try:
-                action = parse_call(line, names, f"human_{calls}")
-            except ValueError as exc:
-                screen.say(f"! {exc}")
-                continue
-            calls += 1
-        elif line.startswith("/"):
-            screen.say(f"! unknown command {line.split()[0]!r}; commands: {', '.join(COMMANDS)}")
-            continue
-        else:
-            action = AssistantMessage(content=line)
-        screen.shown += 1  # the person's own turn is already on screen
-        env.step(action)
-        screen.show_new(env.messages)
-    return None
+    return episode, None
 
 
 @dataclass
@@ -319,15 +366,15 @@ class HumanUser:
         return self.respond(task, conversation, seed=seed)
 
 
-def play_as_user(env: Any, agent: Any, user: HumanUser, *, seed: int | None, options: dict[str, Any]) -> str | None:
+def play_as_user(
+    env: Any, agent: Any, user: HumanUser, *, seed: int | None, options: dict[str, Any]
+) -> tuple[Episode, str | None]:
     """Run the customer's seat: the model agent acts, the person answers (through ``env.user``).
 
     Returns:
-        None when the episode ended normally, else why it was abandoned.
+        (the episode, None when it ended normally, else why it was abandoned).
 
     """
-    from apigen_envs.protocols import AgentContext
-
     screen = user.screen
     task = env.domain.task(options["task_id"]) if "task_id" in options else None
     if task is None:
@@ -338,15 +385,9 @@ def play_as_user(env: Any, agent: Any, user: HumanUser, *, seed: int | None, opt
     screen.say(task.scenario.instruction)
     screen.say(USER_HELP)
     screen.say("agent: Hello! How can I help you today?")
-    _, info = env.reset(seed=seed, options={"task_id": task.id})
-    context = AgentContext(system_prompt=info["system_prompt"], tools=tuple(info["tools"]), seed=seed)
-    while not env.done:
-        action = agent.act(env.messages, context)
-        env.step(action)
-        if action.tool_calls:
-            screen.show_new(env.messages)
+    episode = run_episode(env, agent, task_id=task.id, seed=seed)
     screen.show_new(env.messages)
-    return "the player quit" if user.quit_requested else None
+    return episode, "the player quit" if user.quit_requested else None
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -397,6 +438,7 @@ def cmd_play(args: argparse.Namespace, *, input_fn: InputFn | None = None, out: 
     options = _options(args)
     agent_name, agent_config = "human", {}
     user_name, user_config = "scripted", {"strategy": "scripted"}
+    episode: Episode | None = None
     if args.seat == "user":
         if not args.model:
             raise ApigenError("--as user needs --model (and --base-url for a local server)")
@@ -413,17 +455,14 @@ def cmd_play(args: argparse.Namespace, *, input_fn: InputFn | None = None, out: 
         env = ToolUseEnv(domain, user=human, split=args.split, max_turns=args.max_turns)
         if not options:
             options = {"task_index": 0}
-        abandoned = play_as_user(env, agent, human, seed=args.seed, options=options)
+        episode, abandoned = play_as_user(env, agent, human, seed=args.seed, options=options)
         agent_name, agent_config = agent.name, agent.public()
         user_name, user_config = "human", {}
     else:
         from apigen_envs.simulators.scripted_user import ScriptedUser
 
         env = ToolUseEnv(domain, user=ScriptedUser(), split=args.split, max_turns=args.max_turns)
-        try:
-            abandoned = play_as_agent(env, input_fn=input_fn, out=out, seed=args.seed, options=options)
-        except QuitGame:
-            abandoned = "input closed"
+        episode, abandoned = play_as_agent(env, input_fn=input_fn, out=out, seed=args.seed, options=options)
     info = _report(env, screen, abandoned)
     fields: dict[str, Any] = {
         "agent": agent_name,
@@ -434,9 +473,12 @@ def cmd_play(args: argparse.Namespace, *, input_fn: InputFn | None = None, out: 
     if abandoned:
         # Left out of metrics: a person giving up says nothing about the other side's skill.
         fields.update(termination="agent_error" if args.seat == "agent" else "user_error", error=abandoned)
-    episode = env.to_episode(**fields)
-    if abandoned and info is not None:
-        episode = episode.model_copy(update={"reward_info": info})
+        episode = env.to_episode(**fields)
+        if info is not None:
+            episode = episode.model_copy(update={"reward_info": info})
+    else:
+        assert episode is not None
+        episode = episode.model_copy(update=fields)
     path = Path(args.out)
     with EpisodeWriter(path) as writer:
         writer.write(episode)
@@ -468,6 +510,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         user_base_url=args.user_base_url,
         api_key_env=args.api_key_env,
         allow_client_base_url=args.allow_client_base_url,
+        allow_reveal_task=args.allow_reveal_task,
     )
     auth = "bearer token required" if token else "no auth"
     print(f"apigen-envs env server on http://{args.host}:{args.port} ({auth}); docs at /docs", file=sys.stderr)
@@ -512,6 +555,11 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", default="OPENAI_API_KEY")
     p.add_argument(
         "--allow-client-base-url", action="store_true", help="let clients choose the LLM user's server (SSRF risk)"
+    )
+    p.add_argument(
+        "--allow-reveal-task",
+        action="store_true",
+        help="let clients ask for the task's gold (reveal_task), for privileged agents such as the oracle",
     )
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_serve)

@@ -72,7 +72,8 @@ class AgentContext:
     Attributes:
         system_prompt: The domain policy framed as a system prompt.
         tools: OpenAI tool schemas the agent may call.
-        task: The task being run. Only privileged agents (the oracle) may read it.
+        task: The task being run, gold actions and outputs included. The runner sets it only for agents
+            that declare ``privileged = True`` (the oracle); every other agent gets None.
         seed: Seed for this episode, to pass to sampling.
         extra: Free-form settings (e.g. temperature) from the collector.
 
@@ -87,7 +88,13 @@ class AgentContext:
 
 @runtime_checkable
 class Agent(Protocol):
-    """A policy: given the conversation so far, produce the next assistant message."""
+    """A policy: given the conversation so far, produce the next assistant message.
+
+    An agent may also set a ``privileged`` attribute; only when it is True does the runner put the task
+    (and so its gold) in :attr:`AgentContext.task`. An exception raised from ``act``/``aact`` counts
+    against the policy, unless it is an :class:`~apigen_envs.errors.InfrastructureError` (its model
+    server gave up), which the runner records as ``agent_error`` and leaves out of metrics.
+    """
 
     name: str
 

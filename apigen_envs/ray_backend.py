@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apigen_envs.collect import Collector, Job, episode_seed
+from apigen_envs.collect import Collector, Job, episode_seed, run_settings
 from apigen_envs.episode import Episode
-from apigen_envs.episodes_io import EpisodeWriter, episode_line, existing_ids, run_key
+from apigen_envs.episodes_io import ConflictPolicy, EpisodeWriter, episode_line, resume_output
 from apigen_envs.errors import EpisodeWriteError
 from apigen_envs.registry import load_domain
+from apigen_envs.simulators.scripted_user import ScriptedUser
 from apigen_envs.task import Task
 
 
@@ -37,8 +38,10 @@ class _Worker:
             settings["agent_factory"](),
             settings["user_factory"]() if settings["user_factory"] else None,
             max_turns=settings["max_turns"],
+            base_seed=settings["base_seed"],
             agent_config=settings["agent_config"],
             user_config=settings["user_config"],
+            retries=settings["retries"],
         )
 
     def ping(self) -> int:
@@ -92,6 +95,10 @@ class RayCollector:
         on_episode: Called on the driver with each finished episode.
         failures: After a run, the episodes that could not be serialised or written (``episode_id: reason``);
             they are not in the file, so a resume runs them again.
+        retries: Re-runs of a job whose episode failed for infrastructure reasons (inside the worker).
+        on_conflict: What to do when ``out`` holds a run with other settings (see
+            :class:`~apigen_envs.collect.Collector`).
+        out_path: The file the last :meth:`run` wrote to.
     """
 
     domain: str
@@ -110,6 +117,9 @@ class RayCollector:
     max_resubmits: int = 3
     on_episode: Callable[[Episode], None] | None = None
     failures: list[str] = field(default_factory=list, init=False)
+    retries: int = 2
+    on_conflict: ConflictPolicy = "error"
+    out_path: Path | None = field(default=None, init=False)
 
     def _start_workers(self, ray: Any) -> list[Any]:
         if not ray.is_initialized():
@@ -119,8 +129,10 @@ class RayCollector:
             "agent_factory": self.agent_factory,
             "user_factory": self.user_factory,
             "max_turns": self.max_turns,
+            "base_seed": self.base_seed,
             "agent_config": self.agent_config,
             "user_config": self.user_config,
+            "retries": self.retries,
         }
         workers = [actor.remote(self.domain, self.data_dir, settings) for _ in range(self.workers)]
         ray.get([w.ping.remote() for w in workers])
@@ -140,19 +152,31 @@ class RayCollector:
 
         domain = load_domain(self.domain, self.data_dir)
         task_list = list(tasks) if tasks is not None else list(domain.tasks.values())
-        agent_name = str(getattr(self.agent_factory(), "name", "agent"))
-        done = existing_ids(out) if out is not None else set()
+        done: set[str] = set()
+        if out is not None:
+            # The same settings the workers' collectors record, so the resume check sees what they write.
+            user = self.user_factory() if self.user_factory else ScriptedUser()
+            settings = run_settings(
+                domain,
+                self.agent_factory(),
+                user,
+                agent_config=self.agent_config,
+                user_config=self.user_config,
+                base_seed=self.base_seed,
+                max_turns=self.max_turns,
+            )
+            self.out_path, done = resume_output(out, settings, self.on_conflict)
         jobs = [
             (task.id, trial, episode_seed(self.base_seed, task.id, trial))
             for trial in range(self.trials)
             for task in task_list
-            if run_key(agent_name, self.agent_config.get("model"), f"{task.domain}/{task.id}/{trial}") not in done
+            if f"{task.domain}/{task.id}/{trial}" not in done
         ]
         chunks = [jobs[i : i + self.chunk_size] for i in range(0, len(jobs), self.chunk_size)]
         if not chunks:
             return []
         workers = self._start_workers(ray)
-        writer = EpisodeWriter(out) if out is not None else None
+        writer = EpisodeWriter(self.out_path) if out is not None and self.out_path is not None else None
         results: list[Episode] = []
         self.failures = []
         pending: dict[Any, tuple[int, int, int]] = {}  # ref -> (chunk index, worker index, attempts)

@@ -1,6 +1,8 @@
 """Domain loading and Gymnasium registration.
 
-Built-in domains are named here; a third-party domain is any ``"package.module:loader"`` path whose
+Gymnasium ids point at ``apigen_envs.env:ToolUseEnv`` by name, so this module never imports the env
+(which imports this one); :func:`apigen_envs.env.make` builds envs by id or domain name. Built-in domains
+are named here; a third-party domain is any ``"package.module:loader"`` path whose
 loader takes ``data_dir`` and returns a :class:`~apigen_envs.domain.Domain`. Domains are loaded once per
 process and data directory, so every env shares one snapshot.
 """
@@ -117,27 +119,3 @@ def register_envs() -> None:
     for env_id, domain in GYM_IDS.items():
         if env_id not in gym.registry and _available(domain):
             gym.register(id=env_id, entry_point="apigen_envs.env:ToolUseEnv", kwargs={"domain": domain})
-
-
-def make(env_id_or_domain: str, **kwargs: Any) -> Any:
-    """Make an env from a Gymnasium id or a domain name, with did-you-mean errors.
-
-    Args:
-        env_id_or_domain: ``"apigen/Retail-v0"`` or ``"retail"``.
-        **kwargs: Passed to :class:`~apigen_envs.env.ToolUseEnv`.
-
-    Returns:
-        The env (unwrapped when given a domain name; through ``gymnasium.make`` for an id).
-
-    """
-    register_envs()
-    if env_id_or_domain in gym.registry:
-        return gym.make(env_id_or_domain, **kwargs)
-    if env_id_or_domain in BUILTIN_DOMAINS or ":" in env_id_or_domain:
-        from apigen_envs.env import ToolUseEnv
-
-        return ToolUseEnv(env_id_or_domain, **kwargs)
-    choices = [*GYM_IDS, *BUILTIN_DOMAINS]
-    raise DomainNotFoundError(
-        f"unknown env or domain {env_id_or_domain!r}; choose from {choices}.{did_you_mean(env_id_or_domain, choices)}"
-    )

@@ -18,7 +18,7 @@ from typing import Any
 
 from apigen_envs.env import Observation
 from apigen_envs.episode import Episode, Termination
-from apigen_envs.errors import ApigenError, DomainNotFoundError, EnvStateError, InvalidActionError
+from apigen_envs.errors import DomainNotFoundError, EnvStateError, InfrastructureError, InvalidActionError
 from apigen_envs.messages import AssistantMessage, Message, message_from_openai
 from apigen_envs.task import Task
 from apigen_envs.verify import RewardInfo
@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - depends on the installed stack
     import httpx  # type: ignore[no-redef]
 
 
-class RemoteEnvError(ApigenError, RuntimeError):
-    """The env server refused a request or could not be reached.
+class RemoteEnvError(InfrastructureError, RuntimeError):
+    """The env server refused a request or could not be reached (an infrastructure failure: ``env_error``).
 
     Attributes:
         status: The HTTP status (None when no answer came back).
@@ -112,7 +112,8 @@ class RemoteEnv:
         split: Restrict tasks to one split.
         max_turns: Agent steps before truncation.
         user: User simulator spec (``{"kind": "scripted"}`` or ``{"kind": "llm", "model": ...}``).
-        reveal_task: Ask the server for the task record (for privileged agents such as the oracle).
+        reveal_task: Ask the server for the task record (for privileged agents such as the oracle; the
+            server must allow it).
         agent: Agent name recorded on the Episode.
         agent_config: Agent settings recorded on the Episode.
         timeout_s: Per-request timeout (LLM user turns can be slow).

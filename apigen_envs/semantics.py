@@ -180,7 +180,15 @@ def call_convention(semantics: Semantics, domain: str, tau2_toolkit: str) -> Cal
     return CallConvention(
         validate=False,
         label=lambda name: f"{tau2_toolkit}.{name}",
-        reserved=MappingProxyType({"self": "{label}() got multiple values for argument 'self'"}),
+        # tau2 passes the arguments on through Environment.make_tool_call(self, tool_name, requestor=..., **kw).
+        reserved=MappingProxyType(
+            {
+                "self": "Environment.make_tool_call() got multiple values for argument 'self'",
+                "tool_name": "Environment.make_tool_call() got multiple values for argument 'tool_name'",
+                "requestor": "tau2.environment.environment.Environment.make_tool_call() got multiple values for "
+                "keyword argument 'requestor'",
+            }
+        ),
         unknown_tool=lambda name: f"Error: Tool '{name}' not found.",
         python_errors=True,
     )

@@ -106,7 +106,8 @@ class CreateSessionRequest(BaseModel):
         agent: Agent name recorded on the Episode.
         agent_config: Agent settings recorded on the Episode.
         reveal_task: Put the task (instruction, gold actions) in ``info["task"]``; for privileged
-            agents such as the oracle only.
+            agents such as the oracle only. Refused (403) unless the server allows it
+            (``ServerSettings.allow_reveal_task``); recorded on the episode as ``privileged``.
 
     """
 
@@ -270,6 +271,8 @@ class ServerSettings:
         api_key_env: Environment variable with the key for the LLM user's server.
         allow_client_base_url: Let clients point the LLM user at a server of their choice (off by
             default: it would let any client make this host send requests anywhere).
+        allow_reveal_task: Let clients ask for the task record, gold included (``reveal_task``); off by
+            default, so an agent under evaluation cannot read the answer.
 
     """
 
@@ -290,6 +293,7 @@ class ServerSettings:
     user_base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     allow_client_base_url: bool = False
+    allow_reveal_task: bool = False
 
     def __repr__(self) -> str:
         # The token must never reach logs, even through a debug print of the settings.
@@ -697,6 +701,8 @@ def create_app(settings: ServerSettings | None = None, *, user_factory: UserFact
         """Start an episode and return its first observation (the user's opening message)."""
         if body.task_id is not None and body.task_index is not None:
             raise _HTTPError(422, "give task_id or task_index, not both")
+        if body.reveal_task and not settings.allow_reveal_task:
+            raise _HTTPError(403, "this server does not reveal tasks (start it with --allow-reveal-task)")
         if not store.has_room():
             raise _HTTPError(429, f"the server holds its maximum of {store.max_sessions} sessions; delete some")
         domain = domain_of(body.domain)
@@ -806,6 +812,7 @@ def create_app(settings: ServerSettings | None = None, *, user_factory: UserFact
             user=session.user_name,
             user_config=session.user_config,
             agent_usage=Usage(prompt_tokens=p, completion_tokens=c),
+            privileged=req.reveal_task,
         )
         return _answer(record)
 

@@ -5,7 +5,7 @@ the list of problems. The checks: tool schemas are well-formed; rows are plain J
 gold actions name known tools with valid arguments and replay without tool errors; the oracle passes and the
 do-nothing agent fails every task; the env passes Gymnasium's ``check_env``; and the shared snapshot's
 content is unchanged (rows read with ``get`` are shared, so a tool that mutates one instead of calling
-``edit`` shows up here).
+``edit`` shows up here). Each check can fail (the tests build a domain that breaks each one).
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
 from apigen_envs.domain import Domain
 from apigen_envs.errors import ToolCallError
-from apigen_envs.messages import AssistantMessage, Message
-from apigen_envs.protocols import Agent, AgentContext
+from apigen_envs.messages import Message
+from apigen_envs.protocols import Agent
+from apigen_envs.runner import run_episode as _run
 
 
 @dataclass
@@ -32,7 +34,7 @@ class DomainReport:
         tasks_checked: Number of tasks checked.
         oracle_passed: Tasks the oracle passed.
         noop_passed: Tasks the do-nothing agent passed (should be none).
-        gold_errors: task id -> messages of gold actions that raised tool errors.
+        gold_errors: task id -> messages of gold actions that raised tool errors (each is also a problem).
         problems: Human-readable problems; empty when the domain conforms.
     """
 
@@ -49,34 +51,23 @@ class DomainReport:
         return not self.problems
 
 
-def run_episode(env: object, agent: Agent, *, task_id: str, seed: int | None = 0) -> tuple[float, list[Message]]:
-    """Run one episode of ``agent`` on ``env`` (a ToolUseEnv) and return (reward, messages).
+def run_episode(env: Any, agent: Agent, *, task_id: str, seed: int | None = 0) -> tuple[float, list[Message]]:
+    """Run one episode of ``agent`` on ``env`` and return (reward, messages).
+
+    A thin synchronous wrapper of :func:`apigen_envs.runner.run_episode`: the same turn loop and outcome
+    rule as every other runner (an unusable turn ends the episode with reward 0).
 
     Args:
-        env: The env (unwrapped ToolUseEnv).
-        agent: The policy.
+        env: The env (a ToolUseEnv, or a RemoteEnv).
+        agent: The policy (privileged agents such as the oracle are given the task).
         task_id: The task to run.
         seed: Episode seed.
 
     Returns:
         The final reward and the conversation.
     """
-    _, info = env.reset(seed=seed, options={"task_id": task_id})  # type: ignore[attr-defined]
-    context = AgentContext(
-        system_prompt=info["system_prompt"],
-        tools=tuple(info["tools"]),
-        task=env.task,
-        seed=seed,  # type: ignore[attr-defined]
-    )
-    reward = 0.0
-    done = env.done  # type: ignore[attr-defined]
-    while not done:
-        action: AssistantMessage = agent.act(env.messages, context)  # type: ignore[attr-defined]
-        _, reward, terminated, truncated, _ = env.step(action)  # type: ignore[attr-defined]
-        done = terminated or truncated
-    if env.reward_info is not None:  # type: ignore[attr-defined]
-        reward = env.reward_info.reward  # type: ignore[attr-defined]
-    return float(reward), list(env.messages)  # type: ignore[attr-defined]
+    episode = _run(env, agent, task_id=task_id, seed=seed)
+    return float(episode.reward), list(episode.messages)
 
 
 def check_domain(
@@ -125,6 +116,8 @@ def check_domain(
         gold = domain.verifier.gold(task)
         if gold.errors:
             report.gold_errors[task.id] = [msg for _, msg in gold.errors]
+            for index, msg in gold.errors:
+                report.problems.append(f"task {task.id!r} gold action {index}: it errors when replayed ({msg})")
         if run_episode(env, oracle, task_id=task.id)[0] >= 1.0:
             report.oracle_passed.append(task.id)
         else:

@@ -59,12 +59,41 @@ def test_drive_episode_with_text_written_tool_calls() -> None:
     assert [m["role"] for m in run.completion] == ["assistant", "tool", "assistant", "tool", "assistant", "user"]
 
 
-def test_empty_reply_does_not_crash_the_episode() -> None:
+def test_empty_reply_ends_the_episode_against_the_policy() -> None:
+    # No canned text in its place: the empty turn is the policy's, and it counts (reward 0, in metrics).
     with ScriptedServer(("", "Thanks, bye.")) as server:
         run = _run(
             server, lambda c: drive_episode(ToolUseEnv("mock"), openai_policy(c, "m"), options={"task_index": 0})
         )
-    assert run.reward == 0.0 and "say that again" in run.completion[0]["content"]
+    assert run.reward == 0.0 and run.info["termination"] == "invalid_action" and run.completion == []
+    assert run.episode is not None and not run.episode.is_infra_failure
+    assert [i for i, _ in run.raw_replies] == [0]  # the raw reply is kept for the trainer
+    assert server.request_count == 1
+
+
+def test_model_server_failure_is_infrastructure_not_the_policy() -> None:
+    from apigen_envs.fake_server import Fault
+
+    with ScriptedServer(handler=lambda request: Fault.server_error(500)) as server:
+        run = _run(
+            server, lambda c: drive_episode(ToolUseEnv("mock"), openai_policy(c, "m"), options={"task_index": 0})
+        )
+    assert run.info["termination"] == "agent_error" and "500" in run.info["error"]
+    assert run.episode is not None and run.episode.is_infra_failure
+
+
+def test_verifiers_hooks_end_an_unusable_turn_as_invalid_action() -> None:
+    vf_env = ApigenMultiTurnEnv("mock", task_ids=["transfer_50"])
+
+    async def run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        state = await vf_env.setup_state({"info": vf_env.dataset[0]["info"]})
+        messages = [*vf_env.dataset[0]["prompt"], *state["opening"], {"role": "assistant", "content": "  "}]
+        new, state = await vf_env.env_response(messages, state)
+        assert await vf_env.is_completed(messages, state)
+        return new, state
+
+    new, state = asyncio.run(run())
+    assert new == [] and state["termination"] == "invalid_action" and state["reward"] == 0.0
 
 
 # ---------------------------------------------------------------------------------------------- verifiers

@@ -65,6 +65,20 @@ def test_run_oracle_on_mock_writes_episodes_and_report(tmp_path, capsys):
     assert len(load_episodes([out])) == 6
 
 
+def test_run_into_a_file_of_other_settings_names_the_setting_or_goes_to_a_new_file(tmp_path, capsys):
+    out = tmp_path / "run" / "episodes.jsonl"
+    base = ("run", "--domain", "mock", "--agent", "oracle", "--user", "scripted", "--split", "train", "--quiet")
+    assert run_cli(*base, "--out", str(out), "--no-baseline") == 0
+    before = out.read_bytes()
+    assert run_cli(*base, "--out", str(out), "--no-baseline", "--seed", "5") == 1
+    assert "base_seed=0" in capsys.readouterr().err and out.read_bytes() == before
+    assert run_cli(*base, "--out", str(out), "--seed", "5", "--on-conflict", "new-file") == 0
+    assert "this run went to" in capsys.readouterr().out
+    moved = tmp_path / "run" / "episodes-2.jsonl"
+    assert {e.seed for e in load_episodes([moved])} != {e.seed for e in load_episodes([out])}
+    assert run_cli(*base, "--out", str(out), "--retries", "-1") == 2
+
+
 def test_report_subcommand_and_bad_files(tmp_path, capsys):
     out = tmp_path / "e.jsonl"
     run_cli(

@@ -10,12 +10,13 @@ from apigen_envs.baselines.oracle import OracleAgent
 from apigen_envs.collect import Collector, episode_seed
 from apigen_envs.episodes_io import (
     EpisodeWriter,
+    ResumeConflictError,
     TruncatedLineWarning,
     existing_ids,
     iter_episodes,
     load_episodes,
 )
-from apigen_envs.errors import DataFileError
+from apigen_envs.errors import DataFileError, LLMError
 from apigen_envs.messages import AssistantMessage, Usage
 from apigen_envs.metrics import summarize
 
@@ -36,11 +37,17 @@ class SeedRecordingAgent:
 
 
 class FlakyAgent(OracleAgent):
+    """The oracle, except that its model server gives up on one task (``fail_times`` times, then recovers)."""
+
     name = "flaky"
 
+    def __init__(self, fail_times: int = 1_000):
+        self.left = fail_times
+
     async def aact(self, conversation, context):
-        if context.task.id == "nickname":
-            raise TimeoutError("model server timed out")
+        if context.task.id == "nickname" and self.left > 0:
+            self.left -= 1
+            raise LLMError("model server timed out")
         return self.act(conversation, context)
 
 
@@ -48,12 +55,58 @@ def test_collect_oracle_and_noop(tmp_path, mock_domain):
     out = tmp_path / "eps.jsonl"
     eps = Collector(mock_domain, OracleAgent(), trials=3, concurrency=4).run(out=out)
     assert len(eps) == 15 and all(e.reward == 1.0 for e in eps)
-    eps_noop = Collector(mock_domain, NoopAgent(), trials=3).run(out=out)
+    eps_noop = Collector(mock_domain, NoopAgent(), trials=3).run(out=tmp_path / "noop.jsonl")
     assert all(e.reward == 0.0 for e in eps_noop)
-    loaded = load_episodes([out])
+    loaded = load_episodes([out, tmp_path / "noop.jsonl"])
     assert len(loaded) == 30 and len({e.episode_id + e.agent for e in loaded}) == 30
     s = summarize([e for e in loaded if e.agent == "oracle"])
     assert s.pass_hat_k == {1: 1.0, 2: 1.0, 3: 1.0}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"agent": NoopAgent()}, "agent"),
+        ({"agent_config": {"model": "other"}}, "model"),
+        ({"agent_config": {"model": "m", "temperature": 0.7}}, "temperature"),
+        ({"user_config": {"model": "user-llm"}}, "user_model"),
+        ({"base_seed": 1}, "base_seed"),
+        ({"max_turns": 7}, "max_turns"),
+    ],
+)
+def test_resume_with_other_settings_is_an_error_naming_the_field(tmp_path, mock_domain, change, field):
+    out = tmp_path / "eps.jsonl"
+    first = {"agent": OracleAgent(), "agent_config": {"model": "m"}}
+    Collector(mock_domain, **first).run(mock_domain.task_list()[:1], out=out)
+    before = out.read_bytes()
+    with pytest.raises(ResumeConflictError, match=f"{field}="):
+        Collector(mock_domain, **{**first, **change}).run(out=out)
+    assert out.read_bytes() == before  # nothing merged, nothing lost
+    # The same settings resume; the explicit option sends the other run to a new file (and resumes it there).
+    assert len(Collector(mock_domain, **first).run(out=out)) == 4
+    other = Collector(mock_domain, **{**first, **change}, on_conflict="new_file")
+    assert len(other.run(out=out)) == 5 and other.out_path == tmp_path / "eps-2.jsonl"
+    again = Collector(mock_domain, **{**first, **change}, on_conflict="new_file")
+    assert again.run(out=out) == [] and again.out_path == tmp_path / "eps-2.jsonl"
+
+
+def test_resume_key_covers_the_data(tmp_path, mock_domain):
+    from dataclasses import replace
+
+    out = tmp_path / "eps.jsonl"
+    Collector(mock_domain, OracleAgent()).run(mock_domain.task_list()[:1], out=out)
+    edited = dict(mock_domain.tasks)
+    task = edited["nickname"]
+    edited["nickname"] = task.model_copy(update={"outputs": ("something else",)})
+    other_data = replace(mock_domain, tasks=edited)
+    with pytest.raises(ResumeConflictError, match="data="):
+        Collector(other_data, OracleAgent()).run(out=out)
+    legacy = tmp_path / "legacy.jsonl"
+    episode = load_episodes([out])[0].model_copy(update={"run_settings": None})
+    legacy.write_text(episode.model_dump_json() + "\n")
+    with pytest.raises(ResumeConflictError, match="without run settings"):
+        Collector(mock_domain, OracleAgent()).run(out=legacy)
+    assert load_episodes([out])[0].run_settings == Collector(mock_domain, OracleAgent()).settings
 
 
 def test_seeds_reach_agent_and_are_stable(mock_domain):
@@ -82,12 +135,35 @@ def test_resume_skips_done_and_repairs_partial_tail(tmp_path, mock_domain):
     assert Collector(mock_domain, OracleAgent(), trials=2).run(out=out) == []
 
 
-def test_agent_failures_are_recorded_not_raised(tmp_path, mock_domain):
-    eps = Collector(mock_domain, FlakyAgent(), trials=1).run(out=tmp_path / "e.jsonl")
+def test_model_server_failures_are_retried_then_recorded_not_raised(tmp_path, mock_domain):
+    eps = Collector(mock_domain, FlakyAgent(), trials=1, retries=2).run(out=tmp_path / "e.jsonl")
     failed = [e for e in eps if e.task_id == "nickname"]
     assert failed[0].termination == "agent_error" and "timed out" in failed[0].error
+    assert failed[0].attempts == 3 and len(load_episodes([tmp_path / "e.jsonl"])) == 5  # only the last attempt
     s = summarize(eps)
     assert s.infra_failures == 1 and s.episodes == 4 and s.pass_hat_k[1] == 1.0
+
+
+def test_a_transient_model_server_failure_is_retried_and_scored(mock_domain):
+    eps = Collector(mock_domain, FlakyAgent(fail_times=1), retries=1).run()
+    nickname = next(e for e in eps if e.task_id == "nickname")
+    assert nickname.termination == "user_stop" and nickname.reward == 1.0 and nickname.attempts == 2
+    assert all(e.attempts == 1 for e in eps if e.task_id != "nickname")
+    unretried = Collector(mock_domain, FlakyAgent(fail_times=1), retries=0).run(mock_domain.task_list()[1:2])
+    assert [(e.task_id, e.termination) for e in unretried] == [("nickname", "agent_error")]
+
+
+def test_a_bug_in_the_agent_counts_against_it(mock_domain):
+    class BuggyAgent(OracleAgent):
+        name = "buggy"
+
+        async def aact(self, conversation, context):
+            raise KeyError("my parser broke")
+
+    eps = Collector(mock_domain, BuggyAgent()).run()
+    assert {e.termination for e in eps} == {"invalid_action"} and all("my parser broke" in e.error for e in eps)
+    assert all(e.attempts == 1 for e in eps)  # not retried: it is not infrastructure
+    assert summarize(eps).pass_hat_k == {1: 0.0}
 
 
 def test_corrupt_episode_file_names_line(tmp_path):

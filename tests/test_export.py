@@ -287,3 +287,47 @@ def test_export_cli(tmp_path, episodes, capsys):
     assert args.func(args) == 0
     assert len(load_openai(tmp_path / "o.jsonl")) == 2
     assert "wrote 2 records" in capsys.readouterr().out
+
+
+def _episode_with_tool_results(*results: tuple[str, bool]) -> Episode:
+    from apigen_envs.messages import ToolCall, ToolMessage
+
+    calls = tuple(ToolCall(id=f"c{i}", name="get_account_details", arguments={"account_id": "x"}) for i in range(2))
+    messages = [
+        UserMessage(content="hi"),
+        AssistantMessage(content="Looking.", tool_calls=calls),
+        *(
+            ToolMessage(tool_call_id=f"c{i}", name="get_account_details", content=text, error=error)
+            for i, (text, error) in enumerate(results)
+        ),
+        AssistantMessage(content="Done."),
+    ]
+    tools = list(load_domain_tools())
+    return Episode(
+        episode_id="mock/x/0", domain="mock", task_id="x", termination="user_stop", messages=messages, tools=tools
+    )
+
+
+def load_domain_tools() -> tuple[dict[str, Any], ...]:
+    from apigen_envs.registry import load_domain
+
+    return load_domain("mock").tools.schemas()
+
+
+@pytest.mark.parametrize("fmt", ["sharegpt", "openai"])
+def test_tool_errors_are_a_field_not_guessed_from_the_text(tmp_path, fmt):
+    # An error whose text does not say so, and a success whose text starts with "Error:".
+    episode = _episode_with_tool_results(("account acc_x not found", True), ("Error: none (a literal log line)", False))
+    (row,), _ = build_records([episode], fmt, only_passed=False)
+    assert row["tool_errors"] == [0]
+    record = validate_sharegpt(row) if fmt == "sharegpt" else validate_openai(row)
+    assert [m.error for m in record.to_messages() if m.role == "tool"] == [True, False]
+    clean = _episode_with_tool_results(("ok", False), ("ok", False))
+    (row,), _ = build_records([clean], fmt, only_passed=False)
+    assert "tool_errors" not in row  # records without errors look exactly like the public formats
+
+
+def test_openai_export_uses_the_messages_own_wire_format():
+    episode = _episode_with_tool_results(("a", False), ("b", True))
+    record = to_openai(episode, include_system=False)
+    assert [m.model_dump(exclude_none=True) for m in record.messages] == [m.to_openai() for m in episode.messages]

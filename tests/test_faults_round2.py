@@ -140,7 +140,7 @@ def test_airline_calculate_with_a_lone_surrogate_gets_a_tool_error():
         "tool_calls": [{"id": "c1", "function": {"name": "calculate", "arguments": '{"expression": "1+\\ud83d"}'}}],
     }
     obs, *_ = env.step(action)
-    assert obs[-1]["role"] == "tool" and obs[-1]["content"].startswith("Error: invalid expression")
+    assert obs[-1]["role"] == "tool" and obs[-1]["content"] == "Error: Invalid characters in expression"
     assert not env.done and env.termination is None  # a tool error for the agent, not an env_error
     obs, *_ = env.step(tool_call("calculate", {"expression": f"2 * {LONE}3"}, call_id="c2"))
     assert obs[-1]["content"].startswith("Error:") and not env.done
@@ -254,7 +254,9 @@ from apigen_envs.server import ServerSettings, serve_in_thread  # noqa: E402
 
 @pytest.fixture(scope="module")
 def server():
-    settings = ServerSettings(max_body_bytes=256 * 1024, max_session_bytes=300_000, header_timeout_s=1.0)
+    settings = ServerSettings(
+        max_body_bytes=256 * 1024, max_session_bytes=300_000, header_timeout_s=1.0, allow_reveal_task=True
+    )
     with serve_in_thread(settings) as srv:
         yield srv
 
@@ -445,7 +447,7 @@ def _closed_by_server(sock: socket.socket, within: float) -> bytes | None:
 
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="counts file handles through /proc")
 def test_slow_clients_are_cut_off_and_their_sockets_freed():
-    settings = ServerSettings(header_timeout_s=0.5, body_timeout_s=0.5, max_connections=40)
+    settings = ServerSettings(header_timeout_s=0.5, body_timeout_s=0.5, max_connections=40, allow_reveal_task=True)
     with serve_in_thread(settings) as srv:
         before = _open_fds()
         slow_heads = []

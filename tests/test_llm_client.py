@@ -84,6 +84,22 @@ def test_usage_seed_temperature_and_options_reach_server():
     assert out.attempts == 1 and out.finish_reason == "stop" and out.latency_s >= 0
 
 
+def test_complete_takes_the_request_itself():
+    request = LLMRequest(USER, tools=TOOLS, seed=7, temperature=0.4, response_format={"type": "json_object"})
+    with ScriptedServer(["ok", "ok"]) as server:
+        client = fast(server)
+        client.complete(request)
+        asyncio.run(client.acomplete(request, seed=8))  # keywords override the request's fields
+        sent = server.requests
+    assert [r["seed"] for r in sent] == [7, 8] and all(r["temperature"] == 0.4 for r in sent)
+    assert all(r["response_format"] == {"type": "json_object"} for r in sent) and all(r["tools"] for r in sent)
+    llm = ScriptedLLM(["a"])
+    llm.complete(request)
+    assert llm.requests[0].seed == 7 and llm.requests[0].tools == tuple(TOOLS)
+    assert LLMRequest.of(USER, {"seed": 3}) == LLMRequest(USER, seed=3)
+    assert LLMRequest.of(request, {}) is request
+
+
 def test_temperature_override_and_null_assistant_content_sent_as_empty():
     with ScriptedServer(["ok"]) as server:
         fast(server).complete(

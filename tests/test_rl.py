@@ -15,6 +15,7 @@ from apigen_envs import load_domain
 from apigen_envs.baselines.noop import NoopAgent
 from apigen_envs.baselines.oracle import OracleAgent
 from apigen_envs.env import ToolUseEnv
+from apigen_envs.errors import LLMError
 from apigen_envs.messages import AssistantMessage, Message, ToolCall, ToolMessage
 from apigen_envs.metrics import summarize
 from apigen_envs.protocols import AgentContext
@@ -23,6 +24,7 @@ from apigen_envs.rl import (
     BatchJob,
     ChatTemplateError,
     EnvStepReward,
+    FunctionAgent,
     Group,
     OracleBatchPolicy,
     arollout_group,
@@ -41,11 +43,15 @@ from apigen_envs.rl import (
 ORACLE = OracleAgent()
 
 
-def coin_policy(conversation: Sequence[Message], context: AgentContext) -> AssistantMessage:
-    """The oracle on even seeds, a do-nothing reply on odd ones: a group with mixed rewards."""
+def _coin(conversation: Sequence[Message], context: AgentContext) -> AssistantMessage:
     if (context.seed or 0) % 2 == 0:
         return ORACLE.act(conversation, context)
     return AssistantMessage(content="I cannot help, sorry.")
+
+
+# The oracle on even seeds, a do-nothing reply on odd ones: a group with mixed rewards. It reads the gold,
+# so it must say it is privileged (the runner gives the task to no one else).
+coin_policy = FunctionAgent(_coin, "coin", privileged=True)
 
 
 def nickname_only(conversation: Sequence[Message], context: AgentContext) -> AssistantMessage:
@@ -144,6 +150,7 @@ async def test_async_group_with_env_factory_and_async_policy():
         await asyncio.sleep(0)
         return ORACLE.act(conversation, context)
 
+    policy.privileged = True  # type: ignore[attr-defined] - a function may declare it reads the gold
     group = await arollout_group(lambda: gym.make("apigen/Mock-v0"), "close_empty", policy, 3, concurrency=2)
     assert group.rewards == (1.0, 1.0, 1.0)
     with pytest.raises(RuntimeError, match="inside an event loop"):
@@ -173,12 +180,13 @@ def test_group_bad_input_errors():
         as_agent(3)
 
 
-def test_failing_policy_is_recorded_and_left_out_of_advantages():
+def test_model_server_failure_is_recorded_and_left_out_of_advantages():
     def flaky(conversation, context):
         if context.seed == 1:
-            raise RuntimeError("model server down")
-        return coin_policy(conversation, context)
+            raise LLMError("model server down")
+        return _coin(conversation, context)
 
+    flaky.privileged = True  # type: ignore[attr-defined]
     group = rollout_group("mock", "nickname", flaky, 3, seeds=[0, 1, 2])
     assert [ep.termination for ep in group.episodes][1] == "agent_error"
     assert "model server down" in (group.episodes[1].error or "")
@@ -187,6 +195,21 @@ def test_failing_policy_is_recorded_and_left_out_of_advantages():
     assert group.rewards[0] == group.rewards[2] == 1.0
     assert group.advantages == (0.0, 0.0, 0.0)  # the two valid episodes agree
     assert group.pass_hat_k(2) == 1.0  # computed over the 2 valid episodes only
+
+
+def test_policy_bug_counts_against_the_policy_and_gets_a_negative_advantage():
+    def buggy(conversation, context):
+        if context.seed == 1:
+            raise RuntimeError("policy output parser crashed")
+        return _coin(conversation, context)
+
+    buggy.privileged = True  # type: ignore[attr-defined]
+    group = rollout_group("mock", "nickname", buggy, 3, seeds=[0, 1, 2])
+    failed = group.episodes[1]
+    assert failed.termination == "invalid_action" and "parser crashed" in (failed.error or "")
+    assert group.valid == (True, True, True) and group.rewards == (1.0, 0.0, 1.0)
+    assert group.advantages[1] < 0 < group.advantages[0] == group.advantages[2]
+    assert group.pass_hat_k(1) == pytest.approx(2 / 3)
 
 
 # ------------------------------------------------------------------------------------------- rewards
@@ -435,10 +458,13 @@ def test_async_env_batch_bad_action_ends_only_that_episode(mock_domain):
 
     episodes = batch.run(policy)
     by_status = sorted(ep.termination for ep in episodes)
-    assert by_status == ["agent_error", "user_stop", "user_stop", "user_stop"]
-    failed = next(ep for ep in episodes if ep.termination == "agent_error")
-    assert "AssistantMessage" in failed.error and failed.reward == 0.0
+    assert by_status == ["invalid_action", "user_stop", "user_stop", "user_stop"]
+    failed = next(ep for ep in episodes if ep.termination == "invalid_action")
+    assert "AssistantMessage" in failed.error and failed.reward == 0.0 and not failed.is_infra_failure
     assert sum(ep.reward for ep in episodes) == 3.0
+    # The bad turn counts against the policy: 4 episodes in the metrics, 3 of them passed.
+    summary = summarize(episodes)
+    assert summary.episodes == 4 and summary.infra_failures == 0 and summary.pass_hat_k[1] == 0.75
     with pytest.raises(ValueError, match="returned 1 actions for 4 conversations"):
         batch.run(lambda convs: ["hi"])
 

@@ -29,7 +29,7 @@ MOCK_TASKS = tuple(load_domain("mock").tasks)
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with serve_in_thread(ServerSettings(token=TOKEN, max_body_bytes=64 * 1024)) as srv:
+    with serve_in_thread(ServerSettings(token=TOKEN, max_body_bytes=64 * 1024, allow_reveal_task=True)) as srv:
         yield srv.base_url
 
 

@@ -1,21 +1,25 @@
 """Adapters that let RL trainers drive apigen-envs: ``verifiers`` and OpenPipe ART.
 
-Both share :func:`drive_episode`: an async loop in which a policy (any OpenAI-compatible async client,
-as trainers hand out) plays the agent against a :class:`~apigen_envs.env.ToolUseEnv` (or a
-:class:`~apigen_envs.remote.RemoteEnv`), with the domain's verifier as the reward. The loop keeps each
-raw model reply next to the parsed action, so trainers can mark exactly the policy's tokens as trainable.
+Both share :func:`drive_episode`: one episode through the episode runner (:mod:`apigen_envs.runner`) in
+which a policy (any OpenAI-compatible async client, as trainers hand out) plays the agent against a
+:class:`~apigen_envs.env.ToolUseEnv` (or a :class:`~apigen_envs.remote.RemoteEnv`), with the domain's
+verifier as the reward. Each raw model reply is kept next to the parsed action, so trainers can mark exactly
+the policy's tokens as trainable. A reply that is no usable turn (an empty one, say) is not replaced by
+anything: it ends the episode as ``invalid_action`` with reward 0, which is what the trainer should learn
+from; a failure of the model server (``openai.APIError``) is an infrastructure failure (``agent_error``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from apigen_envs.messages import AssistantMessage, Usage
-
-EMPTY_REPLY = "Sorry, could you say that again?"
-"""Sent in place of an empty model reply, so a weak policy does not crash the episode."""
+from apigen_envs.episode import Episode
+from apigen_envs.errors import LLMError
+from apigen_envs.messages import AssistantMessage, Message, Usage
+from apigen_envs.protocols import AgentContext
+from apigen_envs.runner import arun_episode
 
 PolicyCall = Callable[[list[dict[str, Any]], list[dict[str, Any]]], Awaitable[tuple[AssistantMessage, Any]]]
 """``(messages, tools) -> (parsed action, raw reply)``: one policy turn."""
@@ -28,10 +32,12 @@ class DrivenEpisode:
     Attributes:
         prompt: System prompt and the user's opening message(s) (OpenAI dicts).
         completion: Every later message in order, policy turns as the env recorded them.
-        raw_replies: ``(index in completion, raw reply)`` for each policy turn.
-        reward: The verifier's reward.
-        info: The final step info (``reward_info``, ``termination``).
+        raw_replies: ``(index in completion, raw reply)`` for each policy turn; a turn the env could not
+            take (it ended the episode) has the index ``len(completion)``.
+        reward: The verifier's reward (0.0 for an invalid or infrastructure-failed episode).
+        info: The final info (``task_id``, ``turn``, ``termination``, ``reward_info``, ``error``).
         tools: The tool schemas offered to the policy.
+        episode: The episode record.
 
     """
 
@@ -41,6 +47,7 @@ class DrivenEpisode:
     raw_replies: list[tuple[int, Any]] = field(default_factory=list)
     reward: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    episode: Episode | None = None
 
 
 def openai_policy(client: Any, model: str, **sampling: Any) -> PolicyCall:
@@ -55,10 +62,16 @@ def openai_policy(client: Any, model: str, **sampling: Any) -> PolicyCall:
         **sampling: Extra request fields (temperature, max_tokens, seed...).
 
     """
+    import openai
+
     from apigen_envs.llm import build_assistant_message
 
     async def call(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> tuple[AssistantMessage, Any]:
-        response = await client.chat.completions.create(model=model, messages=messages, tools=tools, **sampling)
+        try:
+            response = await client.chat.completions.create(model=model, messages=messages, tools=tools, **sampling)
+        except openai.APIError as exc:
+            # The trainer's model server failed: infrastructure, not a turn of the policy.
+            raise LLMError(f"the policy's model server failed: {type(exc).__name__}: {exc}") from exc
         choice = response.choices[0]
         raw = choice.message
         calls = [tc.model_dump() if hasattr(tc, "model_dump") else dict(tc) for tc in (raw.tool_calls or ())]
@@ -72,6 +85,29 @@ def openai_policy(client: Any, model: str, **sampling: Any) -> PolicyCall:
     return call
 
 
+@dataclass
+class _PolicyAgent:
+    """The agent the runner drives: asks the policy call with the full prompt and keeps each raw reply."""
+
+    policy: PolicyCall
+    opening: int = 0
+    raw_replies: list[tuple[int, Any]] = field(default_factory=list)
+    name: str = "policy"
+
+    async def aact(self, conversation: Sequence[Message], context: AgentContext) -> AssistantMessage:
+        """One policy turn; the raw reply is filed under the index its turn takes in the completion."""
+        if not self.raw_replies:
+            self.opening = len(conversation)  # the customer's opening message(s) end the prompt
+        messages = [{"role": "system", "content": context.system_prompt}, *(m.to_openai() for m in conversation)]
+        action, raw = await self.policy(messages, list(context.tools))
+        self.raw_replies.append((len(conversation) - self.opening, raw))
+        return action
+
+    def act(self, conversation: Sequence[Message], context: AgentContext) -> AssistantMessage:
+        """The policy call is async only."""
+        raise TypeError("drive_episode's policy is async; run it with the async runner")
+
+
 async def drive_episode(
     env: Any,
     policy: PolicyCall,
@@ -79,7 +115,7 @@ async def drive_episode(
     seed: int | None = None,
     options: dict[str, Any] | None = None,
 ) -> DrivenEpisode:
-    """Run one episode: reset, then policy turns until the env ends it.
+    """Run one episode through the episode runner, with ``policy`` playing the agent.
 
     Args:
         env: A ToolUseEnv or RemoteEnv (``areset``/``astep``).
@@ -88,21 +124,27 @@ async def drive_episode(
         options: ``{"task_id": ...}`` or ``{"task_index": ...}``.
 
     Returns:
-        The prompt, completion, raw replies and reward.
+        The prompt, completion, raw replies, reward and episode.
 
     """
-    obs, info = await env.areset(seed=seed, options=options)
-    tools = list(info["tools"])
-    prompt = [{"role": "system", "content": info["system_prompt"]}, *obs]
-    out = DrivenEpisode(prompt=prompt, tools=tools, info=info)
-    seen = len(obs)
-    while not env.done:
-        action, raw = await policy(prompt + out.completion, tools)
-        if action.is_empty:
-            action = AssistantMessage(content=EMPTY_REPLY, usage=action.usage)
-        obs, reward, _, _, info = await env.astep(action)
-        out.raw_replies.append((len(out.completion), raw))
-        out.completion.extend(obs[seen:])
-        seen = len(obs)
-        out.reward, out.info = float(reward), info
-    return out
+    agent = _PolicyAgent(policy)
+    episode = await arun_episode(env, agent, options=options, seed=seed)
+    messages = [m.to_openai() for m in episode.messages]
+    opening = agent.opening or len(messages)
+    prompt = [{"role": "system", "content": episode.system_prompt or ""}, *messages[:opening]]
+    info = {
+        "task_id": episode.task_id,
+        "turn": episode.num_turns,
+        "termination": episode.termination,
+        "reward_info": episode.reward_info,
+        "error": episode.error,
+    }
+    return DrivenEpisode(
+        prompt=prompt,
+        tools=list(episode.tools),
+        completion=messages[opening:],
+        raw_replies=list(agent.raw_replies),
+        reward=float(episode.reward),
+        info=info,
+        episode=episode,
+    )

@@ -63,6 +63,9 @@ async def art_rollout(
     for i, message in enumerate(run.completion):
         # The policy's turn is kept as the model returned it (its tokens are what ART trains on).
         items.append(raw_at.get(i, message))
+    if len(run.completion) in raw_at:
+        # A reply the env could not take (it ended the episode, reward 0) is still the policy's to learn from.
+        items.append(raw_at[len(run.completion)])
     reward_info = run.info.get("reward_info")
     metrics: dict[str, float | int | bool] = {"turns": int(run.info.get("turn", 0))}
     if reward_info is not None:

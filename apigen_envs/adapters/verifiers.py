@@ -34,8 +34,10 @@ from typing import Any
 
 from apigen_envs.adapters import drive_episode, openai_policy
 from apigen_envs.domain import Domain
-from apigen_envs.messages import AssistantMessage, message_from_openai
+from apigen_envs.errors import LLMError
+from apigen_envs.messages import to_assistant_message
 from apigen_envs.protocols import UserSimulator
+from apigen_envs.runner import describe_error, step_failure
 
 State = dict[str, Any]
 Messages = list[dict[str, Any]]
@@ -131,19 +133,32 @@ class ApigenMultiTurnEnv:
         return bool(state["apigen_env"].done)
 
     async def env_response(self, messages: Messages, state: State, **_: Any) -> tuple[Messages, State]:
-        """Apply the last assistant message and answer with the tool results and/or the customer's reply."""
+        """Apply the last assistant message and answer with the tool results and/or the customer's reply.
+
+        The episode runner's rule applies: a turn that cannot be executed (empty, another role, malformed)
+        ends the episode as ``invalid_action`` (reward 0, completed, nothing to answer); a wrong tool call
+        is answered with an error tool message.
+        """
         env = state["apigen_env"]
-        last = messages[-1]
-        action = last if isinstance(last, AssistantMessage) else message_from_openai({**last, "role": "assistant"})
-        obs, reward, _, _, info = await env.astep(action)
-        # The env's record includes the assistant turn itself, which the trainer already holds.
-        new = list(obs[state["seen"] + 1 :])
-        state["seen"] = len(obs)
-        if env.done:
-            state["reward_info"] = info.get("reward_info")
-            state["termination"] = info.get("termination")
-            state["reward"] = float(reward)
-        return new, state
+        try:
+            action = to_assistant_message(messages[-1])
+        except Exception as exc:  # noqa: BLE001 - whatever reading the turn raised, the turn was unusable
+            env.end("invalid_action", describe_error(exc))
+            return [], self._final(env, state)
+        seen = len(env.messages) + 1  # the env's record includes the assistant turn, which the trainer holds
+        try:
+            await env.astep(action)
+        except Exception as exc:  # noqa: BLE001 - recorded as the runner records it
+            if not env.done:
+                env.end(step_failure(exc), describe_error(exc))
+        new = [m.to_openai() for m in env.messages[seen:]]
+        return new, self._final(env, state) if env.done else state
+
+    @staticmethod
+    def _final(env: Any, state: State) -> State:
+        info = env.reward_info
+        state.update(reward_info=info, termination=env.termination, reward=float(info.reward) if info else 0.0)
+        return state
 
     async def score(self, state: State) -> dict[str, float]:
         """Every reward function on the final state, plus the weighted total under ``"reward"``."""
@@ -155,7 +170,7 @@ class ApigenMultiTurnEnv:
 
     # ----------------------------------------------------------------- standalone rollout
     async def rollout(self, client: Any, model: str, row: dict[str, Any], **sampling: Any) -> tuple[Messages, State]:
-        """Run one row with an OpenAI-compatible async client, through the hooks above.
+        """Run one row with an OpenAI-compatible async client, through the episode runner.
 
         Args:
             client: ``openai.AsyncOpenAI``-style client.
@@ -167,21 +182,15 @@ class ApigenMultiTurnEnv:
             (completion messages, final state); ``state["prompt"]`` is the system prompt plus opening.
 
         """
-        state: State = {"info": dict(row["info"])}
-        state = await self.setup_state(state)
-        prompt = [*row["prompt"], *state["opening"]]
-        state["prompt"] = prompt
-        policy = openai_policy(client, model, **sampling)
-        completion: Messages = []
-        while not await self.is_completed(prompt + completion, state):
-            action, _ = await policy(prompt + completion, state["tools"])
-            if action.is_empty:
-                action = AssistantMessage(content="Sorry, could you say that again?")
-            completion.append(action.to_openai())
-            new, state = await self.env_response(prompt + completion, state)
-            completion.extend(new)
-        state["completion"] = completion
-        return completion, state
+        info = dict(row["info"])
+        env = self._make_env()
+        seed = self.seed + int(info.get("index", 0))
+        run = await drive_episode(
+            env, openai_policy(client, model, **sampling), seed=seed, options={"task_id": info["task_id"]}
+        )
+        state: State = {"info": info, "apigen_env": env, "seed": seed, "tools": run.tools}
+        state.update(prompt=[*row["prompt"], *run.prompt[1:]], completion=run.completion)
+        return run.completion, self._final(env, state)
 
 
 def as_verifiers_env(**kwargs: Any) -> Any:
@@ -326,18 +335,15 @@ def v1_plugin() -> ModuleType:
             env = ToolUseEnv(domain, max_turns=self.config.max_turns)
             trace.state.env = env
             async with openai.AsyncOpenAI(base_url=endpoint, api_key=secret, max_retries=0) as client:
-                try:
-                    run = await drive_episode(
-                        env, openai_policy(client, ctx.model), seed=data.seed, options={"task_id": data.task_id}
-                    )
-                except openai.APIError as exc:
-                    # A verifiers stop (turn or token limit) refuses the next model call; that ends the
-                    # episode like our own turn limit does, and the trace keeps the stop condition.
-                    if trace.stop_condition is None:
-                        raise
-                    if not env.done:
-                        env.end("max_turns", error=str(exc))
-                    return runtime_result(0, f"stopped: {trace.stop_condition}")
+                run = await drive_episode(
+                    env, openai_policy(client, ctx.model), seed=data.seed, options={"task_id": data.task_id}
+                )
+            if run.info.get("termination") == "agent_error":
+                # A verifiers stop (turn or token limit) refuses the next model call: the episode ends
+                # unscored and the trace keeps the stop condition. Any other model failure is verifiers' to see.
+                if trace.stop_condition is None:
+                    raise LLMError(str(run.info.get("error")))
+                return runtime_result(0, f"stopped: {trace.stop_condition}")
             trace.info["apigen"] = {
                 "task_id": data.task_id,
                 "termination": run.info.get("termination"),

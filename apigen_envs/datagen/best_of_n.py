@@ -214,7 +214,7 @@ class LLMCritic:
     ) -> CriticVerdict:
         """Score one candidate (raises LLMError when the judge's server fails)."""
         req = self.request(task, conversation, candidate, seed=seed)
-        completion = self.client.complete(req.messages, **req.kwargs())
+        completion = self.client.complete(req)
         verdict = parse_verdict(completion.message.content)
         return _with_usage(verdict, completion.usage)
 
@@ -223,7 +223,7 @@ class LLMCritic:
     ) -> CriticVerdict:
         """Async twin of :meth:`judge`."""
         req = self.request(task, conversation, candidate, seed=seed)
-        completion = await self.client.acomplete(req.messages, **req.kwargs())
+        completion = await self.client.acomplete(req)
         verdict = parse_verdict(completion.message.content)
         return _with_usage(verdict, completion.usage)
 

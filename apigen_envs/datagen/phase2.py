@@ -495,6 +495,7 @@ async def arun_phase2(
             agent_config=agent_cfg,
             user_config=dict(user_config or {}),
             on_episode=on_episode,
+            retries=0,  # phase 2 retries infrastructure failures itself, counting each attempt
             planned=tuple(planned),
         )
         ran = await collector.arun(tasks, out=paths.attempts)

@@ -133,7 +133,7 @@ def cmd_trajectories(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from apigen_envs.cli import _build_agent, _build_user, _check_reachable, _model_endpoint
+    from apigen_envs.cli_helpers import build_agent, build_user, check_reachable, model_endpoint
     from apigen_envs.datagen.phase2 import Phase2Config, arun_phase2
     from apigen_envs.registry import load_domain
 
@@ -160,12 +160,12 @@ def cmd_trajectories(args: argparse.Namespace) -> int:
         base_seed=args.seed,
     )
     needs_llm = args.agent != "oracle" or args.user != "scripted" or (args.best_of_n > 1 and args.critic == "llm")
-    endpoint = _model_endpoint(args) if needs_llm else contextlib.nullcontext((None, args.model))
+    endpoint = model_endpoint(args) if needs_llm else contextlib.nullcontext((None, args.model))
     with endpoint as (base_url, model):
         if needs_llm:
-            _check_reachable(base_url)
-        agent, agent_config = _build_agent(args, base_url, model)
-        user, user_config = _build_user(args, base_url, model)
+            check_reachable(base_url)
+        agent, agent_config = build_agent(args, base_url, model)
+        user, user_config = build_user(args, base_url, model)
         if args.best_of_n > 1:
             from apigen_envs.datagen.best_of_n import BestOfNUser
 

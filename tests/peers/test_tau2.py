@@ -74,7 +74,9 @@ def source_db(domain: str, source: str) -> dict[str, Any]:
     return (retail_db if domain == "retail" else airline_db)(seed=7, scale=0.2)
 
 
-@pytest.fixture(scope="module", params=[("retail", "tau2"), ("retail", "ours"), ("airline", "tau2"), ("airline", "ours")])
+@pytest.fixture(
+    scope="module", params=[("retail", "tau2"), ("retail", "ours"), ("airline", "tau2"), ("airline", "ours")]
+)
 def fuzz_setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Setup:
     domain, source = request.param
     raw = subset_db(domain, source_db(domain, source), n_users=25, seed=3)
@@ -144,7 +146,8 @@ def test_gold_replay_gives_tau2_final_db(task_setup: Setup) -> None:
         for index, action in enumerate(task.actions[: len(observed)]):
             content, error = tau2_call(peer, f"g{index}", action.name, dict(action.arguments))
             assert same_content(observed[index].content, content) and observed[index].error == error, (
-                f"task {task.id} action {index} {action.name}: ours={observed[index].content[:400]} theirs={content[:400]}"
+                f"task {task.id} action {index} {action.name}: "
+                f"ours={observed[index].content[:400]} theirs={content[:400]}"
             )
         final = db_json(mine.view)
         assert tau2_hash(final) == peer.get_db_hash(), f"task {task.id}: " + first_difference(

@@ -194,6 +194,7 @@ def test_gold_replay_gives_tau_bench_final_db(task_setup: Any) -> None:
             noop_ours.add(task.id)
     assert noop_ours == noop_theirs
 
+
 def variants(record: dict[str, Any]) -> dict[str, list[Turn]]:
     """Traces of one task: the oracle, its outputs said beside a call, no outputs, a write missing, an extra
     write, doing nothing."""

@@ -1,0 +1,130 @@
+"""Helpers shared by the command-line entry points (``apigen-envs run``, ``trajectories``, ...).
+
+They build agents and user simulators from parsed arguments and find the model server. Kept apart from
+:mod:`apigen_envs.cli`, which assembles the subcommands from every module, so that those modules can use
+them without importing the CLI back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from apigen_envs.errors import ApigenError
+
+OFFLINE_AGENTS = ("oracle", "noop")
+"""Agents that need no model."""
+
+LLM_AGENTS = ("tool_calling", "react", "act", "fewshot")
+"""Agents backed by a model."""
+
+USERS = ("scripted", "llm", "react", "verify", "reflection")
+"""User simulator kinds."""
+
+
+def fail(message: str, code: int = 1) -> int:
+    """Print ``error: message`` to stderr and return the exit code."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+@contextlib.contextmanager
+def model_endpoint(args: argparse.Namespace) -> Iterator[tuple[str | None, str]]:
+    """Yield (base_url, model): the given server, or a local model started for the run."""
+    if args.base_url or os.environ.get(args.api_key_env) or os.environ.get("OPENAI_BASE_URL") or not args.local_auto:
+        yield args.base_url, args.model
+        return
+    from apigen_envs.local_model import LocalServer, ensure_model
+
+    print("no API key or --base-url given: starting the local model (see `apigen-envs serve-local`)", file=sys.stderr)
+    with LocalServer(ensure_model()) as server:
+        yield server.base_url, server.model
+
+
+def build_agent(args: argparse.Namespace, base_url: str | None, model: str) -> tuple[Any, dict[str, Any]]:
+    """The agent named by ``--agent`` and its settings to record (no key, no credentials).
+
+    Raises:
+        ApigenError: When ``--agent fewshot`` has no ``--examples``.
+
+    """
+    if args.agent == "oracle":
+        from apigen_envs.baselines.oracle import OracleAgent
+
+        return OracleAgent(), {}
+    if args.agent == "noop":
+        from apigen_envs.baselines.noop import NoopAgent
+
+        return NoopAgent(), {}
+    from apigen_envs.llm import LLMConfig, OpenAIClient
+
+    config = LLMConfig(model=model, base_url=base_url, api_key_env=args.api_key_env, temperature=args.temperature)
+    client = OpenAIClient(config)
+    if args.agent == "tool_calling":
+        from apigen_envs.baselines.tool_calling import ToolCallingAgent
+
+        agent: Any = ToolCallingAgent(client)
+    elif args.agent == "react":
+        from apigen_envs.baselines.react import ReActAgent
+
+        agent = ReActAgent(client)
+    elif args.agent == "act":
+        from apigen_envs.baselines.act import ActAgent
+
+        agent = ActAgent(client)
+    else:
+        from apigen_envs.baselines.fewshot import FewShotAgent
+
+        if not args.examples:
+            raise ApigenError("--agent fewshot needs --examples FILE (episodes JSONL)")
+        agent = FewShotAgent(client, Path(args.examples))
+    return agent, config.public()
+
+
+def build_user(args: argparse.Namespace, base_url: str | None, model: str) -> tuple[Any, dict[str, Any]]:
+    """The user simulator named by ``--user`` and its settings to record."""
+    from apigen_envs.simulators.scripted_user import ScriptedUser
+
+    if args.user == "scripted":
+        return ScriptedUser(), {"strategy": "scripted"}
+    from apigen_envs.llm import LLMConfig, OpenAIClient
+    from apigen_envs.simulators.llm_user import LLMUser
+
+    config = LLMConfig(
+        model=args.user_model or model,
+        base_url=args.user_base_url or base_url,
+        api_key_env=args.api_key_env,
+        temperature=args.user_temperature,
+    )
+    return LLMUser(OpenAIClient(config), strategy=args.user), {"strategy": args.user, **config.public()}
+
+
+def agent_only(args: argparse.Namespace, base_url: str | None, model: str) -> Any:
+    """Build just the agent (a picklable factory for Ray workers)."""
+    return build_agent(args, base_url, model)[0]
+
+
+def user_only(args: argparse.Namespace, base_url: str | None, model: str) -> Any:
+    """Build just the user simulator (a picklable factory for Ray workers)."""
+    return build_user(args, base_url, model)[0]
+
+
+def check_reachable(base_url: str | None, timeout: float = 5.0) -> None:
+    """Fail fast with a clear message when the model server cannot be reached at all."""
+    import urllib.error
+    import urllib.request
+
+    if not base_url:
+        return
+    url = base_url.rstrip("/") + "/models"
+    try:
+        urllib.request.urlopen(url, timeout=timeout).close()  # noqa: S310 - URL given by the user
+    except urllib.error.HTTPError:
+        return  # the server answers (perhaps needing a key); requests will tell
+    except (urllib.error.URLError, OSError) as exc:
+        raise ApigenError(f"cannot reach the model server at {base_url} ({exc})") from None
