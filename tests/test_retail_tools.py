@@ -404,7 +404,7 @@ ERRORS: list[tuple[str, dict[str, Any], str]] = [
     (
         "exchange_delivered_order_items",
         {**EXCHANGE, "new_item_ids": []},
-        "The number of items to be exchanged should match",
+        "The number of items to be exchanged should match.",
     ),
     (
         "exchange_delivered_order_items",

@@ -52,6 +52,7 @@ MESSAGES: Mapping[str, Mapping[str, str]] = MappingProxyType(
                 "exchange_status": "non-delivered order cannot be exchanged",
                 "exchange_count": "{item} not found",
                 "count_match": "the number of items to be exchanged should match",
+                "exchange_count_match": "the number of items to be exchanged should match",
                 "unavailable": "new item {item} not found or available",
                 "exchange_balance": "insufficient gift card balance to pay for the price difference",
                 "modify_status": "non-pending order cannot be modified",
@@ -78,6 +79,7 @@ MESSAGES: Mapping[str, Mapping[str, str]] = MappingProxyType(
                 "exchange_status": "Non-delivered order cannot be exchanged",
                 "exchange_count": "Number of {item} not found.",
                 "count_match": "The number of items to be exchanged should match",
+                "exchange_count_match": "The number of items to be exchanged should match.",
                 "unavailable": "New item {item} not found or available",
                 "exchange_balance": "Insufficient gift card balance to pay for the price difference",
                 "modify_status": "Non-pending order cannot be modified",
@@ -334,7 +336,7 @@ def build_tools(semantics: Semantics | None = None) -> ToolSet:
             raise fail("exchange_status")
         check_counts(order, item_ids, "exchange_count")
         if len(item_ids) != len(new_item_ids):
-            raise fail("count_match")
+            raise fail("exchange_count_match")
         diff, _ = price_change(db, order, item_ids, new_item_ids, same_ok=True)
         diff = round(diff, 2)
         method = method_of(db, order["user_id"], payment_method_id)
