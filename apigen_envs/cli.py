@@ -20,10 +20,12 @@ from apigen_envs.cli_helpers import (
     LLM_AGENTS,
     OFFLINE_AGENTS,
     USERS,
+    add_domain_options,
     agent_only,
     build_agent,
     build_user,
     check_reachable,
+    domain_of,
     fail,
     model_endpoint,
     user_only,
@@ -83,12 +85,12 @@ def _check_agent_episodes(own: Sequence[Any], failures: Sequence[str]) -> int:
 
 def cmd_domains(args: argparse.Namespace) -> int:
     """List the built-in domains with their sizes."""
-    from apigen_envs.registry import GYM_IDS, list_domains, load_domain
+    from apigen_envs.registry import GYM_IDS, list_domains
 
     ids = {domain: env_id for env_id, domain in GYM_IDS.items()}
     for name in list_domains():
         try:
-            domain = load_domain(name, args.data_dir)
+            domain = domain_of(args, name)
         except ApigenError as exc:
             print(f"{name:<8} unavailable: {exc}")
             continue
@@ -102,9 +104,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     """List a domain's tasks, or show one."""
     import json
 
-    from apigen_envs.registry import load_domain
-
-    domain = load_domain(args.domain, args.data_dir)
+    domain = domain_of(args)
     if args.show:
         print(json.dumps(domain.task(args.show).model_dump(), indent=2, ensure_ascii=False))
         return 0
@@ -121,12 +121,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from apigen_envs.baselines.noop import NoopAgent
     from apigen_envs.collect import Collector
     from apigen_envs.metrics import format_table, summarize_groups
-    from apigen_envs.registry import load_domain
     from apigen_envs.report import write_report
 
     if args.retries < 0:
         return fail("--retries must be >= 0", 2)
-    domain = load_domain(args.domain, args.data_dir)
+    domain = domain_of(args)
     tasks = list(domain.task_list(args.split))
     if args.tasks:
         tasks = [domain.task(t) for t in args.tasks.split(",")]
@@ -164,6 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     concurrency=args.concurrency,
                     base_seed=args.seed,
                     data_dir=args.data_dir,
+                    semantics=args.semantics,
                     address=args.address,
                     agent_config=agent_config,
                     user_config=user_config,
@@ -241,19 +241,22 @@ def cmd_serve_local(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="apigen-envs", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", help="load domains from this folder (tau2 or tau-bench layout)")
+    add_domain_options(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("domains", help="list domains")
+    add_domain_options(p)
     p.set_defaults(func=cmd_domains)
 
     p = sub.add_parser("tasks", help="list or show tasks")
+    add_domain_options(p)
     p.add_argument("--domain", default="retail")
     p.add_argument("--split", default=None)
     p.add_argument("--show", metavar="TASK_ID")
     p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("run", help="collect episodes and report pass^k")
+    add_domain_options(p)
     p.add_argument("--domain", default="retail")
     p.add_argument("--split", default="test")
     p.add_argument("--tasks", help="comma-separated task ids")

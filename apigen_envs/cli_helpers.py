@@ -27,6 +27,32 @@ USERS = ("scripted", "llm", "react", "verify", "reflection")
 """User simulator kinds."""
 
 
+SEMANTICS_HELP = (
+    "semantics profile: apigen, tau2 or tau-bench, optionally with options (e.g. tau2+seat_accounting); "
+    "default: the data's own (apigen for the embedded data, else the layout's peer)"
+)
+
+
+def add_domain_options(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
+    """Add ``--data-dir`` and ``--semantics`` (accepted before or after the subcommand).
+
+    Args:
+        parser: The parser (the top-level one, or a subcommand's).
+        top_level: Defaults live on the top-level parser; a subcommand's copy only overrides when given.
+
+    """
+    default = None if top_level else argparse.SUPPRESS
+    parser.add_argument("--data-dir", default=default, help="load domains from this folder (tau2 or tau-bench layout)")
+    parser.add_argument("--semantics", default=default, help=SEMANTICS_HELP)
+
+
+def domain_of(args: argparse.Namespace, name: str | None = None) -> Any:
+    """The domain named by ``--domain`` (or ``name``), loaded with ``--data-dir`` and ``--semantics``."""
+    from apigen_envs.registry import load_domain
+
+    return load_domain(name or args.domain, getattr(args, "data_dir", None), getattr(args, "semantics", None))
+
+
 def fail(message: str, code: int = 1) -> int:
     """Print ``error: message`` to stderr and return the exit code."""
     print(f"error: {message}", file=sys.stderr)

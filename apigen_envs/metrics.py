@@ -77,6 +77,7 @@ class Summary:
         tokens: Total prompt and completion tokens (agent + user).
         cost_usd: Estimated cost when prices were given.
         terminations: Termination -> count.
+        semantics: The semantics profiles the episodes followed (one, unless files of different runs were mixed).
     """
 
     label: str
@@ -91,6 +92,7 @@ class Summary:
     tokens: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
     terminations: dict[str, int] = field(default_factory=dict)
+    semantics: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able form."""
@@ -106,6 +108,7 @@ class Summary:
             "tokens": self.tokens,
             "cost_usd": self.cost_usd,
             "terminations": self.terminations,
+            "semantics": self.semantics,
             "tasks": [t.__dict__ for t in self.tasks],
         }
 
@@ -200,6 +203,7 @@ def summarize(
     summary = Summary(label=label, episodes=len(valid), infra_failures=len(episodes) - len(valid), tasks=rows)
     for ep in episodes:
         summary.terminations[ep.termination] = summary.terminations.get(ep.termination, 0) + 1
+    summary.semantics = sorted({ep.semantics or "unrecorded" for ep in episodes})
     if valid:
         summary.avg_reward = float(np.mean([ep.reward for ep in valid]))
         summary.avg_turns = float(np.mean([ep.num_turns for ep in valid]))
@@ -241,11 +245,14 @@ def summarize_groups(episodes: Sequence[Episode], **kwargs: object) -> dict[str,
 def format_table(summaries: Sequence[Summary]) -> str:
     """A plain-text table of pass^k per summary, for the terminal."""
     ks = sorted({k for s in summaries for k in s.pass_hat_k})
-    head = f"{'agent':<32} {'episodes':>8} {'infra':>5} {'avg_rew':>7} " + " ".join(
+    head = f"{'agent':<32} {'semantics':<12} {'episodes':>8} {'infra':>5} {'avg_rew':>7} " + " ".join(
         f"{'pass^' + str(k):>8}" for k in ks
     )
     lines = [head, "-" * len(head)]
     for s in summaries:
         cells = " ".join(f"{s.pass_hat_k[k]:>8.3f}" if k in s.pass_hat_k else f"{'-':>8}" for k in ks)
-        lines.append(f"{s.label[:32]:<32} {s.episodes:>8} {s.infra_failures:>5} {s.avg_reward:>7.3f} {cells}")
+        profile = ",".join(s.semantics)[:12]
+        lines.append(
+            f"{s.label[:32]:<32} {profile:<12} {s.episodes:>8} {s.infra_failures:>5} {s.avg_reward:>7.3f} {cells}"
+        )
     return "\n".join(lines)

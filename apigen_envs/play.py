@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from apigen_envs.cli_helpers import add_domain_options
 from apigen_envs.episode import Episode
 from apigen_envs.errors import ApigenError
 from apigen_envs.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
@@ -427,14 +428,14 @@ def cmd_play(args: argparse.Namespace, *, input_fn: InputFn | None = None, out: 
         The exit code.
 
     """
+    from apigen_envs.cli_helpers import domain_of
     from apigen_envs.env import ToolUseEnv
     from apigen_envs.episodes_io import EpisodeWriter
-    from apigen_envs.registry import load_domain
 
     input_fn = input_fn or input
     out = out or sys.stdout
     screen = Transcript(out)
-    domain = load_domain(args.domain, getattr(args, "data_dir", None))
+    domain = domain_of(args)
     options = _options(args)
     agent_name, agent_config = "human", {}
     user_name, user_config = "scripted", {"strategy": "scripted"}
@@ -506,6 +507,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         body_timeout_s=args.body_timeout,
         max_connections=args.max_connections,
         data_dir=getattr(args, "data_dir", None),
+        semantics=getattr(args, "semantics", None),
         user_model=args.user_model,
         user_base_url=args.user_base_url,
         api_key_env=args.api_key_env,
@@ -521,6 +523,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_play_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``play`` subcommand to an argparse subparsers object (sets ``func``)."""
     p = subparsers.add_parser("play", help="play an episode at the keyboard (as the agent or the customer)")
+    add_domain_options(p)
     p.add_argument("--domain", default="mock")
     p.add_argument("--task", help="task id (default: the first task, or one drawn with --seed)")
     p.add_argument("--task-index", type=int, default=None)
@@ -540,6 +543,7 @@ def add_play_parser(subparsers: Any) -> argparse.ArgumentParser:
 def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``serve`` subcommand (the env HTTP service) to an argparse subparsers object."""
     p = subparsers.add_parser("serve", help="serve the envs over HTTP (sessions API; see /docs)")
+    add_domain_options(p)
     p.add_argument("--host", default="127.0.0.1", help="interface (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", default=None, help="bearer token (prefer $APIGEN_SERVER_TOKEN: argv shows in ps)")
@@ -569,7 +573,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m apigen_envs.play {play,serve} ...`` (the same subcommands as ``apigen-envs``)."""
     parser = argparse.ArgumentParser(prog="apigen-envs")
-    parser.add_argument("--data-dir", help="load domains from this folder (tau2 or tau-bench layout)")
+    add_domain_options(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", required=True)
     add_play_parser(sub)
     add_serve_parser(sub)

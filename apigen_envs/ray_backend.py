@@ -30,9 +30,11 @@ from apigen_envs.task import Task
 class _Worker:
     """Ray actor body: one domain snapshot, one agent and one user per worker process."""
 
-    def __init__(self, domain: str, data_dir: str | None, settings: dict[str, Any]) -> None:
+    def __init__(
+        self, domain: str, data_dir: str | None, settings: dict[str, Any], semantics: str | None = None
+    ) -> None:
         self._settings = settings
-        self._domain = load_domain(domain, data_dir)
+        self._domain = load_domain(domain, data_dir, semantics)
         self._collector = Collector(
             self._domain,
             settings["agent_factory"](),
@@ -88,6 +90,7 @@ class RayCollector:
         chunk_size: Jobs per request to a worker; a dead worker's chunk is re-run elsewhere.
         base_seed: Run seed.
         data_dir: Data directory for the domain.
+        semantics: Semantics profile name or label (default: the data's own).
         address: Ray cluster address (None starts or joins a local instance).
         agent_config: Settings recorded on episodes.
         user_config: User settings recorded on episodes.
@@ -111,6 +114,7 @@ class RayCollector:
     chunk_size: int = 16
     base_seed: int = 0
     data_dir: str | None = None
+    semantics: str | None = None
     address: str | None = None
     agent_config: dict[str, Any] = field(default_factory=dict)
     user_config: dict[str, Any] = field(default_factory=dict)
@@ -134,7 +138,7 @@ class RayCollector:
             "user_config": self.user_config,
             "retries": self.retries,
         }
-        workers = [actor.remote(self.domain, self.data_dir, settings) for _ in range(self.workers)]
+        workers = [actor.remote(self.domain, self.data_dir, settings, self.semantics) for _ in range(self.workers)]
         ray.get([w.ping.remote() for w in workers])
         return workers
 
@@ -150,7 +154,7 @@ class RayCollector:
         """
         import ray
 
-        domain = load_domain(self.domain, self.data_dir)
+        domain = load_domain(self.domain, self.data_dir, self.semantics)
         task_list = list(tasks) if tasks is not None else list(domain.tasks.values())
         done: set[str] = set()
         if out is not None:

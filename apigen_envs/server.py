@@ -265,6 +265,7 @@ class ServerSettings:
         max_header_bytes: Largest request head (request line and headers); larger ones get 400.
         reap_interval_s: How often idle sessions are looked for.
         data_dir: Domain data directory (tau2 / tau-bench layout), as for ``load_domain``.
+        semantics: Semantics profile of every domain served (default: the data's own).
         domains: Domains clients may open (None: every built-in domain).
         user_model: Default model of LLM user simulators.
         user_base_url: Default OpenAI-compatible server of LLM user simulators.
@@ -288,6 +289,7 @@ class ServerSettings:
     max_header_bytes: int = 16 * 1024
     reap_interval_s: float = 5.0
     data_dir: str | None = None
+    semantics: str | None = None
     domains: tuple[str, ...] | None = None
     user_model: str = "local"
     user_base_url: str | None = None
@@ -668,7 +670,7 @@ def create_app(settings: ServerSettings | None = None, *, user_factory: UserFact
         if name not in allowed:
             raise _HTTPError(404, f"unknown or disabled domain {name!r}; available: {list(allowed)}")
         try:
-            return load_domain(name, settings.data_dir)
+            return load_domain(name, settings.data_dir, settings.semantics)
         except ApigenError as exc:
             raise _HTTPError(404 if isinstance(exc, DomainNotFoundError) else 500, str(exc)) from None
 
@@ -683,7 +685,7 @@ def create_app(settings: ServerSettings | None = None, *, user_factory: UserFact
         out = []
         for name in allowed:
             try:
-                domain = load_domain(name, settings.data_dir)
+                domain = load_domain(name, settings.data_dir, settings.semantics)
             except ApigenError:
                 continue  # a domain whose data is missing is simply not offered
             out.append(

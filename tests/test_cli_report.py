@@ -236,3 +236,28 @@ def test_report_escapes_model_text(tmp_path, mock_domain):
     page = write_html(eps, list(summarize_groups(eps).values()), tmp_path / "r.html").read_text()
     assert "</script><script>alert" not in page
     assert page.count("<script") == 2  # the data block and the page script, nothing injected
+
+
+def test_data_dir_and_semantics_after_the_subcommand_are_used_and_recorded(tmp_path, capsys):
+    from apigen_envs.domains.mock import DATA
+
+    data = tmp_path / "mockdata"
+    shutil.copytree(DATA, data)
+    out = tmp_path / "run" / "episodes.jsonl"
+    argv = ["run", "--domain", "mock", "--data-dir", str(data), "--semantics", "tau2", "--agent", "oracle"]
+    code = run_cli(*argv, "--user", "scripted", "--trials", "1", "--out", str(out), "--quiet", "--no-baseline")
+    text = capsys.readouterr().out
+    assert code == 0
+    episodes = load_episodes([out])
+    assert episodes and {ep.semantics for ep in episodes} == {"tau2"}
+    assert {ep.versions["domain_source"] for ep in episodes} == {str(data)}
+    assert "semantics" in text.splitlines()[1] or "semantics" in text  # the table shows the profile
+    metrics = json.loads((out.parent / "metrics.json").read_text())
+    summaries = metrics["summaries"] if isinstance(metrics, dict) else metrics
+    assert any(s.get("semantics") == ["tau2"] for s in summaries)
+
+
+def test_unknown_semantics_is_a_clear_error(tmp_path, capsys):
+    code = run_cli("tasks", "--domain", "mock", "--semantics", "tau3")
+    assert code != 0
+    assert "unknown semantics 'tau3'" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from apigen_envs.cli_helpers import add_domain_options
 from apigen_envs.errors import ApigenError
 
 
@@ -30,10 +31,10 @@ def _client(args: argparse.Namespace) -> Any:
 
 def cmd_blueprints(args: argparse.Namespace) -> int:
     """Run the phase-1 pipeline and save the blueprints and statistics."""
+    from apigen_envs.cli_helpers import domain_of
     from apigen_envs.datagen.committee import Committee
     from apigen_envs.datagen.phase1 import Phase1Config, Phase1Pipeline, write_blueprints
     from apigen_envs.datagen.proposers import LLMProposer, TemplateProposer
-    from apigen_envs.registry import load_domain
 
     if args.n < 1:
         return _fail("--n must be >= 1")
@@ -47,7 +48,7 @@ def cmd_blueprints(args: argparse.Namespace) -> int:
             "the llm proposer and the committee need a model: give --base-url (any OpenAI-compatible server, "
             f"e.g. `apigen-envs serve-local`) or set ${args.api_key_env}"
         )
-    domain = load_domain(args.domain, getattr(args, "data_dir", None))
+    domain = domain_of(args)
     client = _client(args) if needs_llm else None
     if args.proposer == "template":
         module = domain_module = f"apigen_envs.domains.{domain.name}.templates"
@@ -107,6 +108,7 @@ def add_blueprints_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     """
     p = subparsers.add_parser("blueprints", help="generate verified task blueprints (APIGen-MT phase 1)")
+    add_domain_options(p)
     p.add_argument("--domain", default="retail")
     p.add_argument("--n", type=int, default=200, help="accepted simple blueprints to generate")
     p.add_argument("--seed", type=int, default=0)
@@ -130,7 +132,7 @@ def add_blueprints_parser(subparsers: Any) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the subcommand standalone (``python -m apigen_envs.datagen.cli``)."""
     parser = argparse.ArgumentParser(prog="apigen-envs")
-    parser.add_argument("--data-dir", default=None)
+    add_domain_options(parser, top_level=True)
     add_blueprints_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from apigen_envs.cli_helpers import add_domain_options
+
 AGENTS = ("oracle", "tool_calling", "react", "act", "fewshot")
 USERS = ("scripted", "llm", "react", "verify", "reflection")
 
@@ -34,6 +36,7 @@ def add_trajectories_parser(subparsers: Any) -> argparse.ArgumentParser:
         "keep every distinct verified success. Writes OUT (kept), OUT.attempts.jsonl and OUT.stats.json; "
         "rerun the same command to resume.",
     )
+    add_domain_options(p)
     p.add_argument("--domain", default="retail")
     p.add_argument("--blueprints", help="blueprints file (JSON list or JSONL of tasks); default: the domain's tasks")
     p.add_argument("--split", default=None, help="with the domain's tasks: this split only")
@@ -133,9 +136,8 @@ def cmd_trajectories(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from apigen_envs.cli_helpers import build_agent, build_user, check_reachable, model_endpoint
+    from apigen_envs.cli_helpers import build_agent, build_user, check_reachable, domain_of, model_endpoint
     from apigen_envs.datagen.phase2 import Phase2Config, arun_phase2
-    from apigen_envs.registry import load_domain
 
     for name in ("trials", "max_turns", "concurrency", "best_of_n"):
         if getattr(args, name) < 1:
@@ -146,7 +148,7 @@ def cmd_trajectories(args: argparse.Namespace) -> int:
         return 2
     if args.user_temperature is None:
         args.user_temperature = 0.7 if args.best_of_n > 1 else 0.0
-    domain = load_domain(args.domain, getattr(args, "data_dir", None))
+    domain = domain_of(args)
     tasks = _select_blueprints(args, domain)
     if not tasks:
         print(f"error: no blueprints selected in domain {domain.name!r}", file=sys.stderr)
