@@ -90,8 +90,11 @@ class Snapshot:
         if unknown:
             raise ValueError(f"indexes name unknown tables {sorted(unknown)}")
         self._index_specs = {(spec.table, spec.name): spec for spec in indexes}
-        # A cache, not state: built once on first use, identical for every reader.
+        # Caches, not state: built on first use, identical for every reader.
         self._index_cache: dict[tuple[str, str], dict[Hashable, tuple[str, ...]]] = {}
+        self._rows_by_id: dict[int, Row] | None = None
+        self._json_cache: dict[int, str] = {}
+        self._canonical_cache: dict[tuple[str, str], str] = {}
 
     def view(self) -> DBView:
         """A fresh copy-on-write view of this snapshot (O(1))."""
@@ -118,6 +121,33 @@ class Snapshot:
     def index_key(self, table: str, name: str) -> Callable[[Any], Hashable]:
         """The key function of an index."""
         return self._index_specs[(table, name)].key
+
+    def canonical_text(self, table: str, key: str) -> str | None:
+        """The canonical JSON text of a base row (cached; rows never change), or None when there is no row."""
+        text = self._canonical_cache.get((table, key))
+        if text is None:
+            row = self.tables[table].get(key)
+            if row is None:
+                return None
+            text = self._canonical_cache[(table, key)] = canonical(row)
+        return text
+
+    def json_text(self, value: Any) -> str | None:
+        """The ``json.dumps`` text of ``value`` when it is one of this snapshot's rows (cached), else None.
+
+        Snapshot rows never change, so their text is computed once and shared by every env that shows them;
+        any other value (an edited copy, a search result) returns None and is dumped by the caller.
+        """
+        rows = self._rows_by_id
+        if rows is None:
+            rows = self._rows_by_id = {id(row): row for table in self.tables.values() for row in table.values()}
+        key = id(value)
+        if rows.get(key) is not value:
+            return None
+        text = self._json_cache.get(key)
+        if text is None:
+            text = self._json_cache[key] = json.dumps(value)
+        return text
 
     def to_json(self) -> dict[str, dict[str, Any]]:
         """The whole DB as fresh JSON data (for export and comparisons; O(DB))."""
@@ -171,10 +201,12 @@ class TableView:
         return self._overlay
 
     def edit(self, key: str) -> Row:
-        """The row with this key as a private, mutable copy owned by this view (copy on first write).
+        """The row with this key as a mutable copy owned by this view (copy on first write).
 
-        Later reads through this view see the edits. The first edit of a row costs one copy of it; further
-        edits of the same row in the same view are free.
+        The copy is shallow: set its fields freely, but change nested lists and dicts only through
+        :func:`own`, which copies each container on the way down (the snapshot shares the rest). Later
+        reads through this view see the edits. The first edit of a row costs one shallow copy; further edits
+        of the same row in the same view are free.
 
         Raises:
             KeyError: When there is no such row.
@@ -188,11 +220,11 @@ class TableView:
         if value is _ABSENT:
             if txn is not None:
                 txn.setdefault((self._name, key), _ABSENT)
-            value = overlay[key] = copy_row(self._base[key])
+            value = overlay[key] = self._base[key].copy()
         elif txn is not None and (self._name, key) not in txn:
             # The pre-transaction row is kept aside untouched; the block edits a copy of it.
             txn[(self._name, key)] = value
-            value = overlay[key] = copy_row(value)
+            value = overlay[key] = value.copy()
         return value
 
     def put(self, key: str, row: Row) -> None:
@@ -267,21 +299,26 @@ class DBView:
     Tables are reachable as ``view["users"]`` or ``view.users``.
     """
 
-    __slots__ = ("_overlay", "_txn", "snapshot")
+    __slots__ = ("_overlay", "_tables", "_txn", "snapshot")
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self._overlay: dict[str, dict[str, Any]] = {}
         self._txn: dict[tuple[str, str], Any] | None = None
+        # One TableView per table, made on first access: tools touch a table several times per call.
+        self._tables: dict[str, TableView] = {}
 
     def __getitem__(self, table: str) -> TableView:
-        return TableView(self, table)
+        view = self._tables.get(table)
+        if view is None:
+            view = self._tables[table] = TableView(self, table)
+        return view
 
     def __getattr__(self, table: str) -> TableView:
         if table.startswith("_"):
             raise AttributeError(table)
         try:
-            return TableView(self, table)
+            return self[table]
         except KeyError as exc:
             raise AttributeError(str(exc)) from None
 
@@ -290,16 +327,28 @@ class DBView:
 
         A row written back to its original content is not a change. Cost is O(writes).
         """
-        out: dict[str, dict[str, Any]] = {}
+        texts = self.change_texts()
+        return {name: {key: self[name].get(key) for key in rows} for name, rows in texts.items()}
+
+    def change_texts(self) -> dict[str, dict[str, str | None]]:
+        """:meth:`changes` as canonical JSON texts: {table: {key: text, or None if deleted}}.
+
+        What scoring compares: two views hold the same state exactly when these are equal. Each changed row
+        is dumped once; the snapshot's texts are cached. Cost is O(writes).
+        """
+        out: dict[str, dict[str, str | None]] = {}
+        snapshot = self.snapshot
         for name, rows in self._overlay.items():
-            base = self.snapshot.tables[name]
+            base = snapshot.tables[name]
             for key, value in rows.items():
                 original = base.get(key)
                 if value is _DELETED:
                     if original is not None:
                         out.setdefault(name, {})[key] = None
-                elif value is not original and (original is None or canonical(value) != canonical(original)):
-                    out.setdefault(name, {})[key] = value
+                elif value is not original:
+                    text = canonical(value)
+                    if original is None or text != snapshot.canonical_text(name, key):
+                        out.setdefault(name, {})[key] = text
         return out
 
     def changes_json(self) -> dict[str, dict[str, Any]]:
@@ -308,7 +357,7 @@ class DBView:
 
     def fingerprint(self) -> str:
         """A hash identifying this view's state (equal views, equal fingerprints). O(writes)."""
-        return fingerprint_changes(self.changes())
+        return fingerprint_texts(self.change_texts())
 
     def diff(self) -> list[dict[str, Any]]:
         """Changed rows with their before and after values, for reports."""
@@ -347,6 +396,30 @@ class DBView:
         return other
 
 
+def own(row: Any, *path: Any) -> Any:
+    """The container at ``path`` inside an edited row, made the row's own so it may be changed in place.
+
+    Rows from :meth:`TableView.edit` are shallow copies: their nested lists and dicts may still be the
+    snapshot's (or another episode's). ``own(order, "payment_history").append(p)`` replaces each container
+    on the path with a shallow copy first, so only this row sees the change. Cost: one shallow copy per
+    level. A missing key raises ``KeyError``, as indexing the row would.
+
+    Args:
+        row: A row returned by :meth:`TableView.edit` (or a container already owned).
+        *path: Keys (or list indexes) leading to the container.
+
+    Returns:
+        The container at the end of the path, now private to ``row``.
+
+    """
+    node = row
+    for key in path:
+        child = node[key].copy()
+        node[key] = child
+        node = child
+    return node
+
+
 def changes_to_json(changes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Turn a :meth:`DBView.changes` result into fresh JSON data with sorted tables and keys.
 
@@ -363,6 +436,18 @@ def changes_to_json(changes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[
     }
 
 
+def fingerprint_texts(texts: Mapping[str, Mapping[str, str | None]]) -> str:
+    """Stable hash of :meth:`DBView.change_texts` output (the empty change set has a fixed digest)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(texts):
+        for key in sorted(texts[name]):
+            text = texts[name][key]
+            digest.update(f"{len(name)}:{name}{len(key)}:{key}".encode())
+            digest.update(b"-" if text is None else text.encode())
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def fingerprint_changes(changes: Mapping[str, Mapping[str, Any]]) -> str:
     """Stable hash of a changes mapping (types count: ``50`` and ``50.0`` hash differently).
 
@@ -373,8 +458,12 @@ def fingerprint_changes(changes: Mapping[str, Mapping[str, Any]]) -> str:
         A hex digest; the empty change set has a fixed digest.
 
     """
-    blob = canonical({name: dict(rows) for name, rows in changes.items()})
-    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+    return fingerprint_texts(
+        {
+            name: {key: None if row is None else canonical(row) for key, row in rows.items()}
+            for name, rows in changes.items()
+        }
+    )
 
 
 def same_changes(a: Mapping[str, Mapping[str, Any]], b: Mapping[str, Mapping[str, Any]]) -> bool:

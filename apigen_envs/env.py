@@ -389,8 +389,8 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
         self._obs.append(msg.to_openai())
 
     def _observation(self) -> Observation:
-        # Fresh dicts every call (callers keep and may modify observations); only assistant turns with
-        # tool calls have nested mutables, so the rest get a cheap shallow copy.
+        # Fresh dicts every call: Gymnasium requires that no two observations share an object (users keep
+        # them); only assistant turns with tool calls have nested mutables, the rest get a shallow copy.
         return tuple([_fresh(m) if "tool_calls" in m else dict(m) for m in self._obs])
 
     def _finish(self, termination: Termination) -> None:

@@ -17,7 +17,16 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from apigen_envs.errors import InvalidActionError
 from apigen_envs.text import TooDeepError, clean_json, clean_text, json_depth, may_nest_deeper
@@ -68,6 +77,14 @@ class ToolCall(_Frozen):
     id: Text
     name: Text
     arguments: dict[str, Any] | str = Field(default_factory=dict)
+    # The JSON text of the arguments, cached: the call is frozen, and every observation and export writes it.
+    _arguments_json: str | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # By field values only: the cached JSON text must not make equal calls differ.
+        return type(other) is type(self) and self.__dict__ == other.__dict__  # type: ignore[union-attr]
+
+    __hash__ = _Frozen.__hash__
 
     @field_validator("arguments")
     @classmethod
@@ -85,10 +102,12 @@ class ToolCall(_Frozen):
             return TOO_DEEP_ARGUMENTS
 
     def arguments_json(self) -> str:
-        """The arguments as a JSON string, as the OpenAI wire format carries them."""
+        """The arguments as a JSON string, as the OpenAI wire format carries them (computed once)."""
         if isinstance(self.arguments, str):
             return self.arguments
-        return json.dumps(self.arguments, ensure_ascii=False)
+        if self._arguments_json is None:
+            self._arguments_json = json.dumps(self.arguments, ensure_ascii=False)
+        return self._arguments_json
 
     def to_openai(self) -> dict[str, Any]:
         """The call in OpenAI ``tool_calls`` item format."""

@@ -18,7 +18,6 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from apigen_envs.db import copy_row
 from apigen_envs.errors import ApigenError, ToolCallError, ToolError, UnknownToolError, did_you_mean
 
 _SECTION = re.compile(r"^\s*(Args|Arguments|Returns|Raises|Yields|Examples?|Notes?):\s*$")
@@ -144,6 +143,13 @@ class Tool:
     terminal: bool = False
     params: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
+    _param_set: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+    _required_set: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Sets for the per-call name check; derived from the tuples, never set by callers.
+        object.__setattr__(self, "_param_set", frozenset(self.params))
+        object.__setattr__(self, "_required_set", frozenset(self.required))
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """Validate arguments and return them coerced to the declared types.
@@ -173,6 +179,9 @@ class Tool:
         """
         if convention.validate:
             return self.validate(arguments)
+        keys = arguments.keys()
+        if keys <= self._param_set and self._required_set <= keys:
+            return dict(arguments)  # the common case: two set operations, no error text built
         label = convention.label(self.name) if convention.label else self.name
         for key in arguments:
             if key in convention.reserved:
@@ -180,10 +189,8 @@ class Tool:
             if key not in self.params:
                 raise ToolCallError(f"{label}() got an unexpected keyword argument '{key}'")
         missing = [p for p in self.required if p not in arguments]
-        if missing:
-            noun = "argument" if len(missing) == 1 else "arguments"
-            raise ToolCallError(f"{label}() missing {len(missing)} required positional {noun}: {_quoted_list(missing)}")
-        return dict(arguments)
+        noun = "argument" if len(missing) == 1 else "arguments"
+        raise ToolCallError(f"{label}() missing {len(missing)} required positional {noun}: {_quoted_list(missing)}")
 
 
 def build_tool(
@@ -289,11 +296,7 @@ def parse_arguments(arguments: Mapping[str, Any] | str | None) -> dict[str, Any]
         return parsed
     if not isinstance(arguments, Mapping):
         raise ToolCallError(f"arguments must be an object, got {type(arguments).__name__}")
-    # A private copy: tools may store argument values in rows, which must never alias the conversation.
-    try:
-        return copy_row(dict(arguments))
-    except RecursionError:
-        raise ToolCallError("arguments are nested too deeply") from None
+    return dict(arguments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +341,8 @@ def execute(tools: ToolSet, view: Any, name: str, arguments: Any, *, atomic: boo
                 value = tool.fn(view, **kwargs)
         else:
             value = tool.fn(view, **kwargs)
-        return CallOutcome(render_result(value), False, tool)
+        cached = view.snapshot.json_text(value) if isinstance(value, dict) else None
+        return CallOutcome(cached if cached is not None else render_result(value), False, tool)
     except UnknownToolError as exc:
         return CallOutcome(str(exc), True)
     except (ToolError, ToolCallError) as exc:

@@ -10,13 +10,13 @@ peers; required outputs are matched where the profile's peer matches them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from threading import Lock
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from apigen_envs.db import DBView, Snapshot, canonical, diff_rows, fingerprint_changes, same_changes
+from apigen_envs.db import DBView, Snapshot, diff_rows, fingerprint_texts
 from apigen_envs.messages import AssistantMessage
 from apigen_envs.semantics import OutputMatching, Semantics
 from apigen_envs.task import Task
@@ -76,6 +76,7 @@ class GoldOutcome:
     Attributes:
         changes: {table: {key: record or None}} after the gold actions.
         fingerprint: Hash of ``changes``.
+        texts: ``changes`` as canonical JSON texts (what scoring compares).
         results: Per action, ``(ok, text)``: the tool's output or its error message.
         diff: ``changes`` as rows with before/after values (see :func:`apigen_envs.db.diff_rows`).
 
@@ -85,6 +86,7 @@ class GoldOutcome:
     fingerprint: str
     results: tuple[tuple[bool, str], ...]
     diff: tuple[dict[str, Any], ...] = ()
+    texts: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[tuple[int, str]]:
@@ -165,9 +167,9 @@ class Verifier:
             return cached
         view = self._snapshot.view()
         results = replay(self._tools, view, task.actions, atomic=self._semantics.atomic_calls)
-        changes = view.changes()
+        changes, texts = view.changes(), view.change_texts()
         outcome = GoldOutcome(
-            changes, fingerprint_changes(changes), tuple(results), tuple(diff_rows(self._snapshot, changes))
+            changes, fingerprint_texts(texts), tuple(results), tuple(diff_rows(self._snapshot, changes)), texts
         )
         with self._lock:
             self._gold.setdefault(task.id, outcome)
@@ -190,17 +192,17 @@ class Verifier:
         gold = self.gold(task)
         passed = True
         db_match: bool | None = None
-        changes = view.changes()
-        changed = sum(len(rows) for rows in changes.values())
-        gold_rows = sum(len(rows) for rows in gold.changes.values())
+        texts = view.change_texts()
+        changed = sum(len(rows) for rows in texts.values())
+        gold_rows = sum(len(rows) for rows in gold.texts.values())
         matched = sum(
             1
-            for name, rows in changes.items()
-            for key, value in rows.items()
-            if key in gold.changes.get(name, {}) and _same_row(gold.changes[name][key], value)
+            for name, rows in texts.items()
+            for key, text in rows.items()
+            if key in gold.texts.get(name, {}) and gold.texts[name][key] == text
         )
         if "db" in task.reward_basis:
-            db_match = same_changes(changes, gold.changes)
+            db_match = texts == gold.texts
             passed = db_match
         found: dict[str, bool] = {}
         if "outputs" in task.reward_basis and task.outputs:
@@ -216,11 +218,7 @@ class Verifier:
             changed_rows=changed,
             gold_rows=gold_rows,
             matched_rows=matched,
-            fingerprint=fingerprint_changes(changes),
+            fingerprint=fingerprint_texts(texts),
             gold_fingerprint=gold.fingerprint,
             note=note,
         )
-
-
-def _same_row(a: Any, b: Any) -> bool:
-    return a is b or (a is not None and b is not None and canonical(a) == canonical(b))

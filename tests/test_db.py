@@ -16,6 +16,7 @@ from apigen_envs.db import (
     changes_to_json,
     copy_row,
     fingerprint_changes,
+    own,
     same_changes,
 )
 
@@ -75,8 +76,8 @@ def test_get_shares_rows_and_edit_copies_on_first_write():
     row = view.rows.edit("r1")
     assert row is not snap.tables["rows"]["r1"] and row == snap.tables["rows"]["r1"]
     row["value"] = 10
-    row["tags"]["t"] = 10
-    row["log"].append(10)
+    own(row, "tags")["t"] = 10
+    own(row, "log").append(10)
     # Edits are visible through the view, and only through it.
     assert view.rows["r1"] is row and view.rows.get("r1")["value"] == 10
     assert snap.tables["rows"]["r1"] == {"id": "r1", "value": 1, "tags": {"t": 1}, "log": [1]}
@@ -85,6 +86,24 @@ def test_get_shares_rows_and_edit_copies_on_first_write():
     assert view.rows.edit("r1") is row
     with pytest.raises(KeyError):
         view.rows.edit("nope")
+
+
+def test_edit_is_shallow_and_own_copies_only_the_path():
+    snap = make_snapshot()
+    view = snap.view()
+    row = view.rows.edit("r1")
+    base = snap.tables["rows"]["r1"]
+    assert row["tags"] is base["tags"]  # nested containers are shared until owned
+    tags = own(row, "tags")
+    assert tags is row["tags"] and tags is not base["tags"] and row["log"] is base["log"]
+    tags["t"] = 99
+    assert base["tags"] == {"t": 1} and view.rows["r1"]["tags"] == {"t": 99}
+    with pytest.raises(KeyError):
+        own(row, "missing")
+    deep = view.rows.edit("r2")
+    deep["nested"] = {"a": [{"b": 1}]}
+    own(deep, "nested", "a", 0)["b"] = 2
+    assert deep["nested"]["a"][0]["b"] == 2
 
 
 def test_put_delete_keys_and_len():
@@ -203,8 +222,8 @@ def test_transaction_rolls_back_in_place_edits_puts_and_deletes():
     kept["value"] = 100
     view.rows.put("keep", {"id": "keep", "value": 1})
     with pytest.raises(RuntimeError, match="boom"), view.transaction():
-        view.rows.edit("r0")["tags"]["t"] = -1  # edited before the block: restored to its pre-block content
-        view.rows.edit("r1")["log"].append(-1)  # first edited in the block: dropped again
+        own(view.rows.edit("r0"), "tags")["t"] = -1  # edited before the block: restored to its pre-block content
+        own(view.rows.edit("r1"), "log").append(-1)  # first edited in the block: dropped again
         view.rows.put("lost", {"id": "lost", "value": 2})
         view.rows.put("keep", {"id": "keep", "value": 2})
         view.rows.delete("r2")
@@ -293,7 +312,7 @@ def _write(view, model, op: str, key: str, value) -> None:
                 view.rows.edit(key)
     elif op == "append":
         if key in model:
-            view.rows.edit(key)["log"].append(value)
+            own(view.rows.edit(key), "log").append(value)
             model[key]["log"].append(value)
     elif op == "put":
         view.rows.put(key, {"id": key, "value": value, "tags": {}, "log": []})

@@ -37,7 +37,7 @@ from typing import Any
 
 from apigen_envs.calculator import ALLOWED_CHARACTERS
 from apigen_envs.calculator import calculate as arithmetic
-from apigen_envs.db import DBView
+from apigen_envs.db import DBView, copy_row, own
 from apigen_envs.errors import ToolError
 from apigen_envs.semantics import Semantics, call_convention
 from apigen_envs.tools import ToolSet
@@ -237,9 +237,9 @@ def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str
 
     def move_seats(db: DBView, segments: Iterable[tuple[str, str]], cabin: str, delta: int) -> None:
         for number, day in segments:
-            state = db.flights.edit(number)["dates"].get(day)
+            state = db.flights[number]["dates"].get(day)
             if isinstance(state, dict) and state.get("status") == "available" and cabin in state["available_seats"]:
-                state["available_seats"][cabin] += delta
+                own(db.flights.edit(number), "dates", day, "available_seats")[cabin] += delta
 
     def models_if_dicts(values: Any, model: Any) -> Any:
         # tau2 converts a list only when every element is a dict, and then validates each one.
@@ -258,12 +258,12 @@ def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str
         if method["source"] == "gift_card" and method["amount"] < total:
             raise fail("gift_balance")
         if method["source"] == "gift_card":
-            db.users.edit(user_id)["payment_methods"][payment_id]["amount"] -= total
+            own(db.users.edit(user_id), "payment_methods", payment_id)["amount"] -= total
         if total == 0:
             return None
         if v1:
             return {"payment_id": payment_id, "amount": total}
-        return Payment(payment_id=payment_id, amount=total).model_dump()
+        return payment_record(payment_id, total)
 
     def next_day(day: Any) -> str:
         if sem.fix_peer_defects:
@@ -375,16 +375,17 @@ def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str
         if paid != total:
             raise fail("sum", total=total, paid=paid)
         user = user_of(db, user_id, edit=True)
+        methods = own(user, "payment_methods")
         for pay in payment_methods:
-            method = user["payment_methods"][pay.payment_id]
-            if method["source"] == "gift_card":
+            if methods[pay.payment_id]["source"] == "gift_card":
+                method = methods[pay.payment_id] = dict(methods[pay.payment_id])
                 method["amount"] -= pay.amount
-            elif method["source"] == "certificate":
-                user["payment_methods"].pop(pay.payment_id)
+            elif methods[pay.payment_id]["source"] == "certificate":
+                methods.pop(pay.payment_id)
         move_seats(db, taken, cabin, -len(passengers))  # tau2 takes the seats at booking
         row = reservation.model_dump()
         db.reservations.put(reservation_id, row)
-        user["reservations"].append(reservation_id)
+        own(user, "reservations").append(reservation_id)
         return row
 
     def _book_v1(
@@ -413,8 +414,9 @@ def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str
             "flight_type": flight_type,
             "cabin": cabin,
             "flights": copy.deepcopy(flights),
-            "passengers": passengers,
-            "payment_history": payment_methods,
+            # v1 stores the agent's lists themselves; copies keep the row apart from the conversation.
+            "passengers": copy_row(passengers),
+            "payment_history": copy_row(payment_methods),
             "created_at": NOW,
             "total_baggages": total_baggages,
             "nonfree_baggages": nonfree_baggages,
@@ -453,16 +455,18 @@ def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str
         if paid != total:
             raise fail("sum", total=total, paid=paid)
         user = db.users.edit(user_id)
+        methods = own(user, "payment_methods")
         for pay in payment_methods:
             payment_id, amount = pay["payment_id"], pay["amount"]
-            if user["payment_methods"][payment_id]["source"] == "gift_card":
-                user["payment_methods"][payment_id]["amount"] -= amount
-            elif user["payment_methods"][payment_id]["source"] == "certificate":
-                del user["payment_methods"][payment_id]
+            if methods[payment_id]["source"] == "gift_card":
+                method = methods[payment_id] = dict(methods[payment_id])
+                method["amount"] -= amount
+            elif methods[payment_id]["source"] == "certificate":
+                del methods[payment_id]
         if sem.seat_accounting:
             move_seats(db, taken, cabin, -len(passengers))
         db.reservations.put(reservation_id, reservation)
-        user["reservations"].append(reservation_id)
+        own(user, "reservations").append(reservation_id)
         return reservation
 
     @tools.tool
@@ -495,8 +499,8 @@ def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str
             if v1:
                 refunds.append({"payment_id": paid["payment_id"], "amount": -paid["amount"]})
             else:
-                refunds.append(Payment(payment_id=paid["payment_id"], amount=-paid["amount"]).model_dump())
-        reservation["payment_history"].extend(refunds)
+                refunds.append(payment_record(paid["payment_id"], -paid["amount"]))
+        own(reservation, "payment_history").extend(refunds)
         reservation["status"] = "cancelled"
         if sem.seat_accounting:
             segments = [(s["flight_number"], s["date"]) for s in reservation["flights"]]
@@ -659,7 +663,7 @@ def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str
                     certificate = {"source": "certificate", "amount": amount, "id": payment_id}
                 else:
                     certificate = Certificate(id=payment_id, amount=amount, source="certificate").model_dump()
-                db.users.edit(user_id)["payment_methods"][payment_id] = certificate
+                own(db.users.edit(user_id), "payment_methods")[payment_id] = certificate
                 return f"Certificate {payment_id} added to user {user_id} with amount {amount}."
         if v1:
             return "None"  # v1's tool returns None here; its env then fails to build the observation
@@ -714,12 +718,12 @@ def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str
             reservation["total_baggages"] = total_baggages
             reservation["nonfree_baggages"] = nonfree_baggages
             if payment is not None:
-                reservation["payment_history"].append(payment)
+                own(reservation, "payment_history").append(payment)
             return reservation
         payment = charge_for_update(db, reservation["user_id"], payment_id, total)
         reservation = db.reservations.edit(reservation_id)
         if payment is not None:
-            reservation["payment_history"].append(payment)
+            own(reservation, "payment_history").append(payment)
         reservation["total_baggages"] = total_baggages
         reservation["nonfree_baggages"] = nonfree_baggages
         return reservation
@@ -785,7 +789,7 @@ def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str
         old_cabin = reservation["cabin"]
         reservation = db.reservations.edit(reservation_id)
         if payment is not None:
-            reservation["payment_history"].append(payment)
+            own(reservation, "payment_history").append(payment)
         reservation["flights"] = segments
         reservation["cabin"] = cabin
         if sem.seat_accounting:
@@ -835,7 +839,7 @@ def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str
         reservation = db.reservations.edit(reservation_id)
         reservation["flights"] = flights
         if payment is not None:
-            reservation["payment_history"].append(payment)
+            own(reservation, "payment_history").append(payment)
         if sem.seat_accounting:
             move_seats(db, old, reservation["cabin"], n)
             move_seats(db, [(s["flight_number"], s["date"]) for s in flights], reservation["cabin"], -n)
@@ -859,7 +863,7 @@ def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str
             raise fail("passengers")
         reservation = db.reservations.edit(reservation_id)
         if v1:
-            reservation["passengers"] = passengers
+            reservation["passengers"] = copy_row(passengers)
         else:
             reservation["passengers"] = [_dump(p) for p in copy.deepcopy(passengers)]
         return reservation
@@ -880,6 +884,13 @@ def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str
     if sem.extra_tools:
         names += [n for n in TOOL_LISTS["extra"] if n not in names]
     return tools.subset(names)
+
+
+def payment_record(payment_id: Any, amount: Any) -> dict[str, Any]:
+    """A payment as tau2's Payment record dumps it (validated, unless the types already are its own)."""
+    if type(amount) is int and type(payment_id) is str:
+        return {"payment_id": payment_id, "amount": amount}
+    return Payment(payment_id=payment_id, amount=amount).model_dump()
 
 
 def _route(db: DBView, origin: Any, destination: Any) -> list[dict[str, Any]]:

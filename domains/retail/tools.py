@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from apigen_envs.calculator import ALLOWED_CHARACTERS
 from apigen_envs.calculator import calculate as arithmetic
-from apigen_envs.db import DBView
+from apigen_envs.db import DBView, own
 from apigen_envs.errors import ToolError
 from apigen_envs.semantics import Semantics, call_convention
 from apigen_envs.tools import ToolSet
@@ -188,7 +188,7 @@ def build_tools(semantics: Semantics | None = None) -> ToolSet:
         user = (db.users.edit(user_id) if edit else db.users[user_id]) if v1 else user_of(db, user_id, edit=edit)
         if method_id not in user["payment_methods"]:
             raise fail("payment")
-        return user["payment_methods"][method_id]
+        return own(user, "payment_methods", method_id) if edit else user["payment_methods"][method_id]
 
     def is_gift_card(method_id: Any, method: Mapping[str, Any]) -> bool:
         return "gift_card" in method_id if v1 else method["source"] == "gift_card"
@@ -212,6 +212,9 @@ def build_tools(semantics: Semantics | None = None) -> ToolSet:
 
     def payment(transaction_type: str, amount: Any, method_id: Any) -> dict[str, Any]:
         if v1:
+            return {"transaction_type": transaction_type, "amount": amount, "payment_method_id": method_id}
+        if type(amount) is float and type(method_id) is str:
+            # Exactly what tau2's OrderPayment holds for these types; skips a validation that cannot change them.
             return {"transaction_type": transaction_type, "amount": amount, "payment_method_id": method_id}
         return OrderPayment(transaction_type=transaction_type, amount=amount, payment_method_id=method_id).model_dump()  # type: ignore[arg-type]
 
@@ -297,17 +300,16 @@ def build_tools(semantics: Semantics | None = None) -> ToolSet:
             refunds.append(payment("refund", paid["amount"], method_id))
             if v1:
                 if "gift_card" in method_id:
-                    method = db.users.edit(order["user_id"])["payment_methods"][method_id]
+                    method = own(db.users.edit(order["user_id"]), "payment_methods", method_id)
                     method["balance"] = round(method["balance"] + paid["amount"], 2)
-            else:
-                user_of(db, order["user_id"])
+            else:  # tau2 looks the user up again inside the payment-method lookup: one call gives both errors
                 method = method_of(db, order["user_id"], method_id)
                 if method["source"] == "gift_card":
                     method = method_of(db, order["user_id"], method_id, edit=True)
                     method["balance"] = round(method["balance"] + paid["amount"], 2)
         order["status"] = "cancelled"
         order["cancel_reason"] = reason
-        order["payment_history"].extend(refunds)
+        own(order, "payment_history").extend(refunds)
         return order
 
     @tools.tool(mutates=True)
@@ -501,14 +503,17 @@ def build_tools(semantics: Semantics | None = None) -> ToolSet:
         if method["source"] == "gift_card" and method["balance"] < diff:
             raise fail("modify_balance")
         order = db.orders.edit(order_id)
-        order["payment_history"].append(payment("payment" if diff > 0 else "refund", abs(diff), payment_method_id))
+        own(order, "payment_history").append(payment("payment" if diff > 0 else "refund", abs(diff), payment_method_id))
         if method["source"] == "gift_card":
             method = method_of(db, order["user_id"], payment_method_id, edit=True)
             method["balance"] = round(method["balance"] - diff, 2)
+        items = own(order, "items")
         for index, (item_id, new_item_id) in enumerate(zip(item_ids, new_item_ids)):  # noqa: B905
-            item = first_item(order, item_id)
+            first_item(order, item_id)  # the peers' lookup, with their error when it finds nothing
+            at = next(i for i, item in enumerate(items) if item["item_id"] == item_id)
             # tau2 prices every swapped item with the last new item of the call (a defect, kept in its profile).
             variant = variants[index] if (v1 or sem.fix_peer_defects) else variants[-1]
+            item = items[at] = dict(items[at])
             item["item_id"] = new_item_id
             item["price"] = variant["price"]
             item["options"] = dict(variant["options"])
@@ -541,7 +546,7 @@ def build_tools(semantics: Semantics | None = None) -> ToolSet:
         if method["source"] == "gift_card" and method["balance"] < amount:
             raise fail("payment_balance")
         order = db.orders.edit(order_id)
-        order["payment_history"].extend(
+        own(order, "payment_history").extend(
             [payment("payment", amount, payment_method_id), payment("refund", amount, old_id)]
         )
         if method["source"] == "gift_card":
@@ -549,7 +554,7 @@ def build_tools(semantics: Semantics | None = None) -> ToolSet:
             method["balance"] = round(method["balance"] - amount, 2)
         if v1:
             if "gift_card" in old_id:
-                old = db.users.edit(order["user_id"])["payment_methods"][old_id]
+                old = own(db.users.edit(order["user_id"]), "payment_methods", old_id)
                 old["balance"] = round(old["balance"] + amount, 2)
         else:
             old = method_of(db, order["user_id"], old_id)
