@@ -6,13 +6,15 @@ file and, where there is one, the row or task.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from apigen_envs.db import Snapshot
 from apigen_envs.errors import DataFileError, DomainNotFoundError, ToolCallError, did_you_mean
@@ -195,6 +197,14 @@ def table_rows(
     """
     if not isinstance(raw, Mapping):
         raise DataFileError(f"{path}: table {table!r} must be a JSON object of id -> row, got {type(raw).__name__}")
+    if not fill_key:
+        # The whole table in one call of pydantic's Rust core (about twice as fast as a Python loop over rows);
+        # any problem is found again row by row below, for a message naming the row.
+        with contextlib.suppress(ValidationError):
+            adapter = _table_adapter(model)
+            records = adapter.validate_python(raw)
+            if all(getattr(record, key_field) == key for key, record in records.items()):
+                return adapter.dump_python(records) if normalize else dict(raw)
     out: dict[str, Any] = {}
     for key, row in raw.items():
         if not isinstance(row, Mapping):
@@ -210,6 +220,12 @@ def table_rows(
             )
         out[key] = record.model_dump() if normalize else row
     return out
+
+
+@functools.cache
+def _table_adapter(model: Any) -> TypeAdapter[Any]:
+    # Built once per row model: building an adapter compiles its validator.
+    return TypeAdapter(dict[str, model])
 
 
 def check_gold_actions(path: Path, tasks: Iterable[Task], tools: ToolSet) -> None:

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Validated tables are cached under the user's cache folder; the suite uses a folder of its own.
+os.environ.setdefault("APIGEN_CACHE_DIR", tempfile.mkdtemp(prefix="apigen-test-cache-"))
 
 
 def peers_dir() -> Path:

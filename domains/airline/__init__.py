@@ -34,6 +34,7 @@ from apigen_envs.domain import (
 from apigen_envs.errors import DataFileError
 from apigen_envs.peer_tasks import load_v1_tasks, read_splits, split_of, tau2_task, v1_task_files
 from apigen_envs.semantics import Semantics, resolve
+from apigen_envs.table_cache import cached_tables, schema_tag
 from apigen_envs.task import Action, Task
 
 from .airports import AIRPORTS, CITY_BY_CODE
@@ -72,8 +73,31 @@ def build_snapshot(raw: Any, source: Path, *, normalize: bool = True, fill_key: 
         name: table_rows(source, name, raw[name], model, key, normalize=normalize, fill_key=fill_key)
         for name, (model, key) in TABLES.items()
     }
-    indexes = tuple(IndexSpec(table, name, key) for table, name, key in index_keys())
-    return Snapshot(tables, indexes)
+    return _snapshot(tables)
+
+
+def _snapshot(tables: Mapping[str, Any]) -> Snapshot:
+    return Snapshot(tables, tuple(IndexSpec(table, name, key) for table, name, key in index_keys()))
+
+
+def load_snapshot(files: Sequence[Path], *, normalize: bool, v1: bool) -> Snapshot:
+    """Read and validate the DB files of a layout into a snapshot (validated once per file content).
+
+    Args:
+        files: ``[db.json]`` (tau2 layout) or the three v1 table files, in :data:`TABLES` order.
+        normalize: Normalise rows through tau2's record types.
+        v1: The v1 layout (one file per table; user rows may lack their id field).
+
+    """
+
+    def build() -> dict[str, Any]:
+        if v1:
+            raw = {name: read_json(path) for name, path in zip(TABLES, files, strict=True)}
+            return dict(build_snapshot(raw, files[0].parent, normalize=normalize, fill_key=True).tables)
+        return dict(build_snapshot(read_json(files[0]), files[0], normalize=normalize).tables)
+
+    tag = f"airline normalize={normalize} v1={v1} " + schema_tag(m for m, _ in TABLES.values())
+    return _snapshot(cached_tables(files, tag, build))
 
 
 def served_airports(snapshot: Snapshot) -> tuple[tuple[str, str], ...]:
@@ -151,7 +175,7 @@ def load(data_dir: Path | None = None, semantics: Semantics | str | None = None)
     source = "embedded" if data_dir is None else str(root)
     if (root / "db.json").is_file():
         profile = resolve(semantics, "apigen" if data_dir is None else "tau2")
-        snapshot = build_snapshot(read_json(root / "db.json"), root / "db.json", normalize=profile.name != "tau-bench")
+        snapshot = load_snapshot([root / "db.json"], normalize=profile.name != "tau-bench", v1=False)
         splits = read_splits(root / "split_tasks.json") if (root / "split_tasks.json").is_file() else {}
         task_file = root / "tasks.json"
         tasks = load_tasks(task_file, NAME, _task_reader(split_of(splits))) if task_file.is_file() else []
@@ -159,8 +183,8 @@ def load(data_dir: Path | None = None, semantics: Semantics | str | None = None)
         return _domain(snapshot, tasks, splits, policy, source, profile, task_file)
     if all((root / name).is_file() for name in _V1_TABLES):
         profile = resolve(semantics, "tau-bench")
-        raw = {name: read_json(root / f"{name}.json") for name in TABLES}
-        snapshot = build_snapshot(raw, root, normalize=profile.name != "tau-bench", fill_key=True)
+        files = [root / f"{name}.json" for name in TABLES]
+        snapshot = load_snapshot(files, normalize=profile.name != "tau-bench", v1=True)
         tasks = load_v1_tasks(root, NAME)
         by_split: dict[str, list[str]] = {}
         for task in tasks:

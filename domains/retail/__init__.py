@@ -33,6 +33,7 @@ from apigen_envs.domain import (
 from apigen_envs.errors import DataFileError
 from apigen_envs.peer_tasks import load_v1_tasks, read_splits, split_of, tau2_task
 from apigen_envs.semantics import Semantics, resolve
+from apigen_envs.table_cache import cached_tables, schema_tag
 from apigen_envs.task import Action, Task
 
 from .models import TABLES
@@ -66,6 +67,11 @@ def snapshot_from_json(raw: Any, path: Path | str = "<db>", *, normalize: bool =
 
     """
     path = Path(path)
+    _check_shape(raw, path)
+    return Snapshot(_tables(raw, path, normalize=normalize), INDEXES)
+
+
+def _check_shape(raw: Any, path: Path) -> None:
     if not isinstance(raw, Mapping):
         raise DataFileError(f"{path}: expected a JSON object with products, users and orders")
     missing = [name for name in TABLES if name not in raw]
@@ -74,16 +80,29 @@ def snapshot_from_json(raw: Any, path: Path | str = "<db>", *, normalize: bool =
     extra = sorted(set(raw) - set(TABLES))
     if extra:
         raise DataFileError(f"{path}: unknown table(s) {extra}; expected {list(TABLES)}")
-    tables = {
-        name: table_rows(path, name, raw[name], model, key, normalize=normalize)
+
+
+def _tables(raw: Mapping[str, Any], path: Path, *, normalize: bool, fill_key: bool = False) -> dict[str, Any]:
+    return {
+        name: table_rows(path, name, raw[name], model, key, normalize=normalize, fill_key=fill_key)
         for name, (model, key) in TABLES.items()
     }
-    return Snapshot(tables, INDEXES)
+
+
+def _tag(normalize: bool, fill_key: bool = False) -> str:
+    return f"retail normalize={normalize} fill_key={fill_key} " + schema_tag(m for m, _ in TABLES.values())
 
 
 def load_db(path: Path | str, *, normalize: bool = True) -> Snapshot:
-    """Read and validate a tau2-layout ``db.json`` into a snapshot."""
-    return snapshot_from_json(read_json(Path(path)), path, normalize=normalize)
+    """Read and validate a tau2-layout ``db.json`` into a snapshot (validated once per file content)."""
+    path = Path(path)
+
+    def build() -> dict[str, Any]:
+        raw = read_json(path)
+        _check_shape(raw, path)
+        return _tables(raw, path, normalize=normalize)
+
+    return Snapshot(cached_tables([path], _tag(normalize), build), INDEXES)
 
 
 def infer_user_id(snapshot: Snapshot, actions: Sequence[Action], stated: str | None = None) -> str | None:
@@ -169,11 +188,16 @@ def _tau2_layout(root: Path, source: str, semantics: Semantics, policy_file: Pat
 
 def _v1_layout(root: Path, semantics: Semantics) -> Domain:
     normalize = semantics.name != "tau-bench"
-    tables = {}
-    for name, (model, key) in TABLES.items():
-        path = root / f"{name}.json"
-        tables[name] = table_rows(path, name, read_json(path), model, key, normalize=normalize, fill_key=True)
-    snapshot = Snapshot(tables, INDEXES)
+    files = [root / f"{name}.json" for name in TABLES]
+
+    def build() -> dict[str, Any]:
+        tables = {}
+        for name, (model, key) in TABLES.items():
+            path = root / f"{name}.json"
+            tables[name] = table_rows(path, name, read_json(path), model, key, normalize=normalize, fill_key=True)
+        return tables
+
+    snapshot = Snapshot(cached_tables(files, _tag(normalize, fill_key=True), build), INDEXES)
     tasks = load_v1_tasks(root, NAME)
     policy = next((p for p in (root / "wiki.md", root / "policy.md") if p.is_file()), root / "wiki.md")
     splits: dict[str, list[str]] = {}

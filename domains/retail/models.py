@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 OrderStatus = Literal[
     "processed",
@@ -95,7 +95,7 @@ class User(BaseModel):
     name: UserName
     address: UserAddress
     email: str
-    payment_methods: dict[str, CreditCard | GiftCard | Paypal]
+    payment_methods: dict[str, Annotated[CreditCard | GiftCard | Paypal, Field(discriminator="source")]]
     orders: list[str]
 
 

@@ -1,0 +1,90 @@
+"""An on-disk cache of validated database tables, keyed by the content of the files they came from.
+
+Validating a database on load (every row through its record type) costs several times the ``json.load``
+of the file. The validated, normalised tables are written once, in ``marshal`` form (which loads faster
+than JSON), under the user's cache folder; a later load of byte-identical files, under the same record
+types, semantics and package version, reads them back instead. Any change to a file changes its key, so the
+cache can never serve stale rows; an unreadable or corrupt cache entry is ignored and rebuilt.
+
+The folder is ``$APIGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/apigen-envs``, else ``~/.cache/apigen-envs``
+(subfolder ``tables``). ``APIGEN_TABLE_CACHE=0`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import marshal
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from apigen_envs._version import __version__
+
+Tables = dict[str, dict[str, Any]]
+
+
+def cache_dir() -> Path:
+    """Where validated tables are cached."""
+    root = os.environ.get("APIGEN_CACHE_DIR")
+    if root:
+        return Path(root) / "tables"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "apigen-envs" / "tables"
+
+
+def schema_tag(models: Iterable[Any]) -> str:
+    """A tag that changes whenever a record type's schema does (part of every cache key)."""
+    return json.dumps([m.model_json_schema() for m in models], sort_keys=True)
+
+
+def cached_tables(files: Sequence[Path], tag: str, build: Callable[[], Mapping[str, Mapping[str, Any]]]) -> Tables:
+    """The tables ``build`` makes from ``files``, from the cache when these exact files were built before.
+
+    Args:
+        files: The files the tables are read from (their bytes are part of the key).
+        tag: Everything else the result depends on (domain, record schemas, semantics options).
+        build: Reads and validates the files; its errors propagate (nothing is cached then).
+
+    Returns:
+        The tables.
+
+    """
+    if os.environ.get("APIGEN_TABLE_CACHE", "1") == "0":
+        return {name: dict(rows) for name, rows in build().items()}
+    digest = hashlib.blake2b(digest_size=20)
+    for part in (__version__, sys.version, tag):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    try:
+        for path in files:
+            digest.update(path.read_bytes())
+            digest.update(b"\0")
+    except OSError:
+        return {name: dict(rows) for name, rows in build().items()}
+    entry = cache_dir() / f"{digest.hexdigest()}.marshal"
+    try:
+        loaded = marshal.loads(entry.read_bytes())
+        if isinstance(loaded, dict):
+            return loaded
+    except (OSError, ValueError, EOFError, TypeError):
+        pass  # no entry yet, or a damaged one: rebuild it
+    tables = {name: dict(rows) for name, rows in build().items()}
+    _store(entry, tables)
+    return tables
+
+
+def _store(entry: Path, tables: Tables) -> None:
+    try:
+        blob = marshal.dumps(tables)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        # Written aside and renamed: a reader never sees half an entry, even with processes racing.
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(blob)
+        os.replace(tmp, entry)
+    except (OSError, ValueError):
+        return  # a read-only or full disk only costs the speed-up

@@ -1,0 +1,32 @@
+"""Domain load beside ``json.load`` of the same DB file (target: within 3x).
+
+``cold`` validates every row (the table cache turned off); ``warm`` reads the validated tables from the
+cache a first load wrote (:mod:`apigen_envs.table_cache`). Run: ``pytest benchmarks/bench_load.py
+--benchmark-only``; compare the medians of the ``json`` and ``load`` rows of one domain.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from apigen_envs.domains import airline, retail
+
+MODULES = {"retail": retail, "airline": airline}
+
+
+@pytest.mark.parametrize("domain", sorted(MODULES))
+def test_json_load(benchmark, domain):
+    raw = (MODULES[domain].DATA / "db.json").read_bytes()
+    benchmark(json.loads, raw)
+
+
+@pytest.mark.parametrize("mode", ["cold", "warm"])
+@pytest.mark.parametrize("domain", sorted(MODULES))
+def test_load(benchmark, domain, mode, monkeypatch, tmp_path):
+    monkeypatch.setenv("APIGEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("APIGEN_TABLE_CACHE", "0" if mode == "cold" else "1")
+    module = MODULES[domain]
+    module.load(None)  # warms the cache (warm) and the imports
+    benchmark(module.load, None)
