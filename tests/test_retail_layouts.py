@@ -220,6 +220,34 @@ def test_bad_task_files_name_the_task(tmp_path, embedded):
         load(tmp_path)
 
 
+def test_gold_arguments_the_schema_rejects(tmp_path, embedded):
+    """Our own data: refused at load. A peer's published data: kept, and the call fails at replay as in the
+    peer (tau-bench's retail test task 34 sends ``province`` where the tool takes ``state``)."""
+    task = next(t for t in embedded.task_list() if t.actions and t.actions[-1].name == "modify_pending_order_address")
+    broken = [a.model_dump(mode="json") for a in task.actions]
+    args = broken[-1]["arguments"]
+    args["province"] = args.pop("state")
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "db.json").write_bytes((DATA / "db.json").read_bytes())
+    (ours / "policy.md").write_text(embedded.policy)
+    _write(ours / "tasks.json", [{**task.model_dump(mode="json"), "actions": broken}])
+    with pytest.raises(DataFileError, match=r"action #\d+: invalid arguments for modify_pending_order_address"):
+        load(ours)
+    (tmp_path / "v1").mkdir()
+    v1 = _v1_dir(tmp_path / "v1", embedded, [task])
+    record = _v1_task(task)
+    record["actions"][-1]["kwargs"] = args
+    _write(v1 / "tasks_test.json", [record])
+    (v1 / "wiki.md").write_text(embedded.policy)
+    peer = load(v1)
+    assert peer.semantics.name == "tau-bench"
+    (loaded,) = peer.task_list("test")
+    gold = peer.verifier.gold(loaded)
+    assert gold.errors and "province" in str(gold.errors)
+    assert not any(c for c in gold.changes if "address" in str(c)), "the failed call must not change the address"
+
+
 def test_bad_v1_tasks(tmp_path, embedded):
     root = _v1_dir(tmp_path, embedded, embedded.task_list("train")[:1])
     _write(root / "tasks_test.json", [{"user_id": "u", "instruction": "x", "actions": [{"kwargs": {}}]}])
