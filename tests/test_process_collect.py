@@ -114,3 +114,22 @@ def test_a_worker_that_cannot_start_says_why(tmp_path, parent_marker):
 def test_settings_checked(tmp_path):
     with pytest.raises(ValueError):
         ProcessCollector("mock", make_oracle, processes=0)
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "openai"])
+def test_cli_processes_and_transport(tmp_path, transport):
+    from apigen_envs.cli import main
+    from apigen_envs.fake_server import ScriptedServer
+
+    out = tmp_path / "eps.jsonl"
+    with ScriptedServer(["All set, goodbye."], cycle=True) as server:
+        argv = ["run", "--domain", "mock", "--agent", "tool_calling", "--user", "scripted", "--model", "m"]
+        argv += ["--base-url", server.base_url, "--trials", "2", "--out", str(out), "--quiet", "--no-baseline"]
+        assert main([*argv, "--processes", "2", "--transport", transport]) == 0
+        assert server.request_count == 4  # the mock test split: 2 tasks x 2 trials, one LLM call each
+        ids = _ids(out)
+        assert len(ids) == len(set(ids)) == 4
+        assert {ep.agent_config["transport"] for ep in load_episodes([out])} == {transport}
+        assert main([*argv, "--processes", "1", "--transport", transport]) == 0  # resumes: nothing left to run
+        assert server.request_count == 4 and _ids(out) == ids
+    assert main(["run", "--domain", "mock", "--agent", "oracle", "--processes", "0"]) == 2
