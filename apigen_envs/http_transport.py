@@ -157,12 +157,20 @@ class AiohttpTransport:
             auto_decompress=True,
         )
         self._proxy = _env_proxy(base_url)
+        import yarl
+
+        self._yarl = yarl
+        self._urls: dict[str, Any] = {}
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HTTPReply:
         """Send one request (see :meth:`AsyncTransport.post`)."""
         aiohttp = self._aiohttp
+        target = self._urls.get(url)
+        if target is None:
+            # A parsed URL, kept: aiohttp would parse the same string again on every request.
+            target = self._urls[url] = self._yarl.URL(url)
         try:
-            async with self._session.post(url, data=body, headers=headers, proxy=self._proxy) as response:
+            async with self._session.post(target, data=body, headers=headers, proxy=self._proxy) as response:
                 data = await response.read()
                 return HTTPReply(response.status, response.headers, data)
         except TimeoutError as exc:  # aiohttp's ServerTimeoutError and ConnectionTimeoutError are TimeoutErrors

@@ -201,3 +201,12 @@ def test_factories_and_protocols():
         sync_transport("openai", "http://x", max_connections=1, timeout_s=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         LLMConfig(model="m", transport="curl")
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])  # the openai client fails to encode it (not retried)
+def test_lone_surrogate_in_a_request_is_sent(transport):
+    with ScriptedServer(["ok"], cycle=True) as server:
+        client = client_for(server, transport)
+        message = [{"role": "user", "content": "broken \ud83d emoji"}]
+        assert asyncio.run(client.acomplete(message)).message.content == "ok"
+        assert server.requests[0]["messages"][0]["content"] == "broken \ud83d emoji"
