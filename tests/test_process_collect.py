@@ -133,3 +133,24 @@ def test_cli_processes_and_transport(tmp_path, transport):
         assert main([*argv, "--processes", "1", "--transport", transport]) == 0  # resumes: nothing left to run
         assert server.request_count == 4 and _ids(out) == ids
     assert main(["run", "--domain", "mock", "--agent", "oracle", "--processes", "0"]) == 2
+
+
+def test_gc_is_tuned_during_a_run_and_restored_after(mock_domain):
+    import gc
+
+    from apigen_envs.collect import GC_THRESHOLDS
+
+    seen = []
+
+    class Recorder(OracleAgent):
+        def act(self, conversation, context):  # type: ignore[no-untyped-def]
+            seen.append(gc.get_threshold())
+            return super().act(conversation, context)
+
+    before = gc.get_threshold()
+    Collector(mock_domain, Recorder(), trials=1).run()
+    assert seen and set(seen) == {GC_THRESHOLDS}
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    seen.clear()
+    Collector(mock_domain, Recorder(), trials=1, tune_gc=False).run()
+    assert set(seen) == {before}
