@@ -31,6 +31,7 @@ from apigen_envs.cli_helpers import (
     user_only,
 )
 from apigen_envs.errors import ApigenError
+from apigen_envs.http_transport import TRANSPORTS
 
 
 def _load_episodes_noting_skips(paths: Sequence[str | Path]) -> list[Any]:
@@ -150,7 +151,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         collector: Any
         with tqdm(total=total, disable=args.quiet, unit="ep") as bar:
             collector: Any
-            if args.backend == "ray":
+            if args.backend == "local" and args.processes > 1:
+                from apigen_envs.collect import ProcessCollector
+
+                collector = ProcessCollector(
+                    args.domain,
+                    functools.partial(agent_only, args, base_url, model),
+                    functools.partial(user_only, args, base_url, model),
+                    processes=args.processes,
+                    trials=args.trials,
+                    max_turns=args.max_turns,
+                    concurrency=args.concurrency,
+                    base_seed=args.seed,
+                    data_dir=args.data_dir,
+                    semantics=args.semantics,
+                    agent_config=agent_config,
+                    user_config=user_config,
+                    on_progress=bar.update,
+                    retries=args.retries,
+                    on_conflict=conflict,
+                    collect_results=False,  # the report reads the file; the parent stays a lean writer
+                )
+            elif args.backend == "ray":
                 from apigen_envs.ray_backend import RayCollector
 
                 collector = RayCollector(
@@ -292,6 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="Ray worker actors")
     p.add_argument("--no-baseline", action="store_true", help="skip the do-nothing baseline")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes on this machine, each with its own event loop; --concurrency is split between "
+        "them and this process alone writes --out (local backend)",
+    )
+    p.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default=TRANSPORTS[0],
+        help="HTTP client for the model server: aiohttp (default), httpx, or the openai package's client",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="metrics and report from episode files")
@@ -345,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("trials", "concurrency", "max_turns"):
+    for name in ("trials", "concurrency", "max_turns", "processes"):
         if getattr(args, name, 1) < 1:
             return fail(f"--{name.replace('_', '-')} must be >= 1", 2)
     try:

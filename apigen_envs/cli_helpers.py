@@ -89,7 +89,13 @@ def build_agent(args: argparse.Namespace, base_url: str | None, model: str) -> t
         return NoopAgent(), {}
     from apigen_envs.llm import LLMConfig, OpenAIClient
 
-    config = LLMConfig(model=model, base_url=base_url, api_key_env=args.api_key_env, temperature=args.temperature)
+    config = LLMConfig(
+        model=model,
+        base_url=base_url,
+        api_key_env=args.api_key_env,
+        temperature=args.temperature,
+        transport=getattr(args, "transport", "aiohttp"),
+    )
     client = OpenAIClient(config)
     if args.agent == "tool_calling":
         from apigen_envs.baselines.tool_calling import ToolCallingAgent
@@ -126,6 +132,7 @@ def build_user(args: argparse.Namespace, base_url: str | None, model: str) -> tu
         base_url=args.user_base_url or base_url,
         api_key_env=args.api_key_env,
         temperature=args.user_temperature,
+        transport=getattr(args, "transport", "aiohttp"),
     )
     return LLMUser(OpenAIClient(config), strategy=args.user), {"strategy": args.user, **config.public()}
 

@@ -198,9 +198,21 @@ class EpisodeWriter:
             EpisodeWriteError: When the episode could not be written (the file is unchanged).
             ValueError: When the writer is closed.
         """
+        self.write_line(episode_line(episode), episode.episode_id)
+
+    def write_line(self, line: bytes, episode_id: str) -> None:
+        """Append one episode already serialised by :func:`episode_line` (a multi-process run's workers do that).
+
+        Args:
+            line: The newline-terminated JSON line.
+            episode_id: The episode's id, for the error message.
+
+        Raises:
+            EpisodeWriteError: When the line could not be written (the file is unchanged).
+            ValueError: When the writer is closed.
+        """
         if self._fh is None:
             raise ValueError("writer is closed")
-        line = episode_line(episode)
         start = self._fh.tell()
         try:
             # One write call per line keeps a kill from interleaving two partial records.
@@ -212,7 +224,7 @@ class EpisodeWriter:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fh.fileno(), start)  # no partial line for the next write to follow
-            raise EpisodeWriteError(f"episode {episode.episode_id!r} was not written to {self.path}: {exc}") from exc
+            raise EpisodeWriteError(f"episode {episode_id!r} was not written to {self.path}: {exc}") from exc
 
     def close(self) -> None:
         """Close the file."""

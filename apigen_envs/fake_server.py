@@ -29,7 +29,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal
@@ -287,6 +287,9 @@ class ScriptedServer:
         host: Interface to bind; loopback by default and it should stay so.
         port: Port to bind; 0 picks a free one.
         models: Model ids listed by ``GET /v1/models``.
+        record: Keep every request's body and headers (:attr:`requests`, :attr:`request_headers`). A
+            benchmark serving millions of requests turns it off: memory stays flat and the collector
+            of a long run has no growing list to walk.
 
     """
 
@@ -300,6 +303,7 @@ class ScriptedServer:
         host: str = "127.0.0.1",
         port: int = 0,
         models: Iterable[str] = ("scripted",),
+        record: bool = True,
     ) -> None:
         self._replies = tuple(replies)
         if handler is None and not self._replies:
@@ -312,6 +316,7 @@ class ScriptedServer:
         self._host = host
         self._port = port
         self._models = tuple(models)
+        self._record = record
         self._lock = threading.Lock()
         self._next_reply = 0
         self._requests: list[dict[str, Any]] = []
@@ -574,8 +579,9 @@ class ScriptedServer:
         number = next(self._counter)
         with self._lock:
             self._count += 1
-            self._requests.append(request)
-            self._headers.append(dict(headers or {}))
+            if self._record:
+                self._requests.append(request)
+                self._headers.append(dict(headers or {}))
         if request.get("stream"):
             await self._send(writer, 400, _error_body(400, "streaming is not supported"), keep_alive=keep_alive)
             return True
@@ -639,3 +645,36 @@ class ScriptedServer:
             return True
         await self._send(writer, 200, json.dumps(data).encode(), keep_alive=keep_alive)
         return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve fixed replies until stdin closes: ``python -m apigen_envs.fake_server --latency 0.05``.
+
+    Benchmarks run the server this way, in a process of its own, so it does not share the client's GIL.
+    The first line printed is the base URL.
+
+    Args:
+        argv: Command-line arguments (``sys.argv[1:]`` when None).
+
+    Returns:
+        The exit code.
+
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m apigen_envs.fake_server", description=main.__doc__)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each chat reply")
+    parser.add_argument("--reply", action="append", help="assistant text, cycled (repeatable)")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--record", action="store_true", help="keep request bodies (off: flat memory)")
+    args = parser.parse_args(argv)
+    replies = args.reply or ["All set, goodbye."]
+    with ScriptedServer(replies, cycle=True, latency_s=args.latency, port=args.port, record=args.record) as server:
+        print(server.base_url, flush=True)
+        sys.stdin.read()  # until the parent closes our stdin (or exits)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

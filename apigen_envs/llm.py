@@ -40,7 +40,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from apigen_envs._version import __version__
 from apigen_envs.errors import LLMError
+from apigen_envs.http_transport import (
+    AsyncTransport,
+    HTTPReply,
+    SyncTransport,
+    TransportConnectionError,
+    TransportKind,
+    TransportTimeout,
+    async_transport,
+    close_with_loop,
+    sync_transport,
+)
 from apigen_envs.messages import AssistantMessage, ToolCall, Usage
 from apigen_envs.text import clean_text
 
@@ -76,6 +88,9 @@ class LLMConfig(BaseModel):
         max_connections: HTTP connections the async client keeps per event loop (None: the library's default).
             Past ~128 the HTTP pool's bookkeeping costs more CPU per request than the extra parallelism gains
             (measured: 428 req/s unlimited vs 814 req/s at 128 with 512 requests in flight).
+        transport: How requests travel (see :mod:`apigen_envs.http_transport`): ``"aiohttp"`` (default: its
+            pool's cost per request does not grow with open connections), ``"httpx"``, or ``"openai"`` (the
+            ``openai`` package's client). All three send the same body and parse replies and errors alike.
 
     """
 
@@ -94,6 +109,7 @@ class LLMConfig(BaseModel):
     tool_choice: str | None = None
     extra_body: dict[str, Any] | None = None
     max_connections: int | None = Field(default=128, ge=1)
+    transport: TransportKind = "aiohttp"
 
     def resolved_base_url(self) -> str:
         """The URL requests go to: ``base_url``, else ``$OPENAI_BASE_URL``, else OpenAI's."""
@@ -521,6 +537,29 @@ class _MalformedReply(Exception):
     """The server answered 200 with something that is not a usable completion."""
 
 
+class _HTTPStatusError(Exception):
+    """A non-2xx reply through an :mod:`~apigen_envs.http_transport` transport.
+
+    The message is built as the ``openai`` client builds its ``APIStatusError`` message (``Error code: N``,
+    then `` - `` and the body's ``error.message`` when there is one), so both paths describe it alike.
+    """
+
+    def __init__(self, reply: HTTPReply) -> None:
+        message = f"Error code: {reply.status}"
+        try:
+            body = json.loads(reply.body.decode("utf-8", "replace").strip())
+        except ValueError:
+            body = None
+        error = body.get("error", body) if isinstance(body, dict) else None
+        detail = error.get("message") if isinstance(error, dict) else None
+        if isinstance(detail, str) and detail:
+            message += f" - {detail}"
+        super().__init__(message)
+        self.message = message
+        self.status = reply.status
+        self.headers = reply.headers
+
+
 @dataclass(frozen=True, slots=True)
 class _Failure:
     retryable: bool
@@ -557,8 +596,20 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 def _classify(exc: BaseException, timeout_s: float) -> _Failure | None:
     """Describe a failed attempt; None means the exception is not an LLM failure (a bug: re-raise)."""
-    import openai
-
+    # The transports' own failures first: a run that never used the openai client never imports it here.
+    if isinstance(exc, TransportTimeout):
+        return _Failure(True, f"timed out after {timeout_s:g}s")
+    if isinstance(exc, TransportConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+        return _Failure(True, f"connection error{detail}")
+    if isinstance(exc, _HTTPStatusError):
+        return _status_failure(exc.status, exc.message, exc.headers)
+    if isinstance(exc, _MalformedReply | ValueError):
+        return _Failure(True, f"malformed reply ({type(exc).__name__}: {str(exc)[:200]})")
+    openai = sys.modules.get("openai")
+    if openai is None:
+        return None  # not an openai error, since the openai client was never loaded
     if isinstance(exc, openai.APITimeoutError):
         return _Failure(True, f"timed out after {timeout_s:g}s")
     if isinstance(exc, openai.APIConnectionError):
@@ -566,11 +617,9 @@ def _classify(exc: BaseException, timeout_s: float) -> _Failure | None:
         detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
         return _Failure(True, f"connection error{detail}")
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        headers = getattr(exc.response, "headers", None)
-        retryable = status in _RETRYABLE_STATUS or status >= 500
-        message = re.sub(r"^Error code: \d+ - ", "", str(getattr(exc, "message", "") or exc))[:300]
-        return _Failure(retryable, f"HTTP {status}: {message}", status, _retry_after(headers))
+        return _status_failure(
+            exc.status_code, str(getattr(exc, "message", "") or exc), getattr(exc.response, "headers", None)
+        )
     if isinstance(exc, openai.APIResponseValidationError | _MalformedReply | ValueError):
         return _Failure(True, f"malformed reply ({type(exc).__name__}: {str(exc)[:200]})")
     if isinstance(exc, openai.OpenAIError):
@@ -578,11 +627,86 @@ def _classify(exc: BaseException, timeout_s: float) -> _Failure | None:
     return None
 
 
+def _status_failure(status: int, message: str, headers: Mapping[str, str] | None) -> _Failure:
+    """An HTTP error status: 408/409/425/429 and 5xx are retryable, ``Retry-After`` is read."""
+    retryable = status in _RETRYABLE_STATUS or status >= 500
+    message = re.sub(r"^Error code: \d+ - ", "", message)[:300]
+    return _Failure(retryable, f"HTTP {status}: {message}", status, _retry_after(headers))
+
+
 # ---------------------------------------------------------------------------------------------- client
 @dataclass
 class _AsyncSlot:
     key: str
     client: Any
+
+
+class _WireBase:
+    """The chat-completions endpoint over an :mod:`~apigen_envs.http_transport` transport.
+
+    Requests are encoded here and replies decoded here, so every transport sends the same bytes and
+    :meth:`OpenAIClient._completion` parses the same dicts; a non-2xx reply raises :class:`_HTTPStatusError`
+    and a body that is not JSON raises ``json.JSONDecodeError`` (a ValueError: a retryable malformed reply).
+    """
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.url = url
+        self.headers = headers
+
+    @staticmethod
+    def encode(body: dict[str, Any]) -> bytes:
+        import pydantic_core
+
+        try:
+            # pydantic's Rust encoder: a third of json.dumps' time on a request with ten tool schemas.
+            return pydantic_core.to_json(body)
+        except pydantic_core.PydanticSerializationError:
+            # A lone surrogate left in a message: ASCII escapes keep it encodable instead of failing the call.
+            return json.dumps(body, separators=(",", ":")).encode()
+
+    @staticmethod
+    def decode(reply: HTTPReply) -> dict[str, Any]:
+        if not 200 <= reply.status < 300:
+            raise _HTTPStatusError(reply)
+        value = json.loads(reply.body)
+        if not isinstance(value, dict):
+            raise _MalformedReply(f"the reply is a JSON {type(value).__name__}, not an object")
+        return value
+
+
+class _SyncWire(_WireBase):
+    def __init__(self, transport: SyncTransport, url: str, headers: dict[str, str]) -> None:
+        super().__init__(url, headers)
+        self.transport = transport
+
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.decode(self.transport.post(self.url, self.encode(body), self.headers))
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class _AsyncWire(_WireBase):
+    def __init__(self, transport: AsyncTransport, url: str, headers: dict[str, str]) -> None:
+        super().__init__(url, headers)
+        self.transport = transport
+        self.closer: Any = None  # the generator that closes the transport with its event loop
+
+    async def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.decode(await self.transport.post(self.url, self.encode(body), self.headers))
+
+    async def close(self) -> None:
+        if self.closer is not None:
+            await self.closer.aclose()  # runs its finally: the transport closes once
+        else:
+            await self.transport.aclose()
+
+
+def _field(obj: Any, name: str) -> Any:
+    """A field of a reply part: a dict's key (own transports) or an attribute (the openai client's models)."""
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
 
 
 def _chat_completion_type() -> Any:
@@ -659,21 +783,61 @@ class OpenAIClient:
             kwargs["default_headers"] = {"OpenAI-Organization": openai.Omit(), "OpenAI-Project": openai.Omit()}
         return kwargs
 
-    def _sync_client(self) -> Any:
-        import openai
+    def _wire_headers(self, key: str) -> dict[str, str]:
+        """What the ``openai`` client would send besides its own telemetry headers."""
+        headers = {
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"apigen-envs/{__version__}",
+        }
+        if self._explicit_key is None:
+            # As the openai client does; a URL chosen by someone else (explicit key) never gets the account.
+            for name, env in (("OpenAI-Organization", "OPENAI_ORG_ID"), ("OpenAI-Project", "OPENAI_PROJECT_ID")):
+                if value := os.environ.get(env):
+                    headers[name] = value
+        return headers
 
+    def _wire_args(self, key: str) -> tuple[str, str, dict[str, str]]:
+        base_url = self.config.resolved_base_url()
+        return base_url, base_url.rstrip("/") + "/chat/completions", self._wire_headers(key)
+
+    def _sync_client(self) -> Any:
         key = self._api_key()
         with self._lock:
             if self._sync is None or self._sync[0] != key:
-                self._sync = (key, openai.OpenAI(**self._client_kwargs(key)))
+                if self.config.transport != "openai":
+                    base_url, url, headers = self._wire_args(key)
+                    cfg = self.config
+                    transport = sync_transport(
+                        cfg.transport, base_url, max_connections=cfg.max_connections, timeout_s=cfg.timeout_s
+                    )
+                    self._sync = (key, _SyncWire(transport, url, headers))
+                else:
+                    import openai
+
+                    self._sync = (key, openai.OpenAI(**self._client_kwargs(key)))
             return self._sync[1]
 
-    def _async_client(self) -> Any:
-        import openai
+    def _async_wire(self, key: str) -> _AsyncWire:
+        base_url, url, headers = self._wire_args(key)
+        cfg = self.config
+        transport = async_transport(
+            cfg.transport, base_url, max_connections=cfg.max_connections, timeout_s=cfg.timeout_s
+        )
+        return _AsyncWire(transport, url, headers)
 
+    def _async_client(self) -> Any:
         key = self._api_key()
         loop = asyncio.get_running_loop()
         slot = self._async.get(loop)
+        if self.config.transport != "openai":
+            if slot is None or slot.key != key:
+                slot = _AsyncSlot(key, self._async_wire(key))
+                self._async[loop] = slot
+            return slot.client
+        import openai
+
         if slot is None or slot.key != key:
             kwargs = self._client_kwargs(key)
             if self.config.max_connections is not None:
@@ -720,33 +884,40 @@ class OpenAIClient:
     def _completion(
         self, response: Any, tools: Sequence[dict[str, Any]] | None, started: float, attempts: int
     ) -> Completion:
-        choices = getattr(response, "choices", None)
-        if not choices:
+        # One reader for both forms: the openai client's models (attributes) and the transports' dicts (keys).
+        choices = _field(response, "choices")
+        if not choices or not isinstance(choices, list | tuple):
             raise _MalformedReply("the reply has no choices")
         choice = choices[0]
-        msg = getattr(choice, "message", None)
-        if msg is None:
+        msg = _field(choice, "message")
+        if msg is None or isinstance(msg, str | int | float | list):
             raise _MalformedReply("the first choice has no message")
         raw_calls = []
-        for tc in getattr(msg, "tool_calls", None) or ():
-            fn = getattr(tc, "function", None)
-            if fn is None:
+        tool_calls = _field(msg, "tool_calls")
+        for tc in tool_calls if isinstance(tool_calls, list | tuple) else ():
+            fn = _field(tc, "function")
+            if fn is None or isinstance(fn, str | int | float | list):
                 continue
-            raw_calls.append({"id": getattr(tc, "id", None), "function": {"name": fn.name, "arguments": fn.arguments}})
-        usage_obj = getattr(response, "usage", None)
+            raw_calls.append(
+                {"id": _field(tc, "id"), "function": {"name": _field(fn, "name"), "arguments": _field(fn, "arguments")}}
+            )
+        usage_obj = _field(response, "usage")
         usage = Usage(
-            prompt_tokens=int(getattr(usage_obj, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage_obj, "completion_tokens", 0) or 0),
+            prompt_tokens=int(_field(usage_obj, "prompt_tokens") or 0),
+            completion_tokens=int(_field(usage_obj, "completion_tokens") or 0),
         )
         # Model text is made encodable here, where it enters (a JSON "\ud83d" escape decodes to a lone surrogate).
-        content = clean_text(msg.content) if isinstance(msg.content, str) else None
+        content = _field(msg, "content")
+        content = clean_text(content) if isinstance(content, str) else None
+        finish_reason = _field(choice, "finish_reason")
+        model = _field(response, "model")
         return Completion(
             message=build_assistant_message(content, raw_calls, tools, usage),
-            finish_reason=getattr(choice, "finish_reason", None),
+            finish_reason=finish_reason if isinstance(finish_reason, str) else None,
             latency_s=round(time.perf_counter() - started, 6),
             attempts=attempts,
             raw_content=content,
-            model=getattr(response, "model", None),
+            model=model if isinstance(model, str) else None,
         )
 
     def _delay(self, attempt: int, failure: _Failure) -> float:
@@ -804,7 +975,10 @@ class OpenAIClient:
             try:
                 # The body is already wire-ready: post() skips create()'s typed transform of messages and
                 # tool schemas, which cost ~2 ms of CPU per call and capped a process at a few hundred calls/s.
-                response = client.post("/chat/completions", body=body, cast_to=_chat_completion_type())
+                if isinstance(client, _SyncWire):
+                    response = client.post(body)
+                else:
+                    response = client.post("/chat/completions", body=body, cast_to=_chat_completion_type())
                 return self._completion(response, tools, started, attempt)
             except Exception as exc:
                 time.sleep(self._retry_delay(exc, attempt))
@@ -815,14 +989,19 @@ class OpenAIClient:
         tools = request.tools
         body = self._request(request)
         client = self._async_client()
+        if isinstance(client, _AsyncWire) and client.closer is None:
+            client.closer = await close_with_loop(client.transport)
         started = time.perf_counter()
         attempt = 0
         while True:
             attempt += 1
             try:
-                # The body is already wire-ready: post() skips create()'s typed transform of messages and
-                # tool schemas, which cost ~2 ms of CPU per call and capped a process at a few hundred calls/s.
-                response = await client.post("/chat/completions", body=body, cast_to=_chat_completion_type())
+                if isinstance(client, _AsyncWire):
+                    response = await client.post(body)
+                else:
+                    # The body is already wire-ready: post() skips create()'s typed transform of messages and
+                    # tool schemas, which cost ~2 ms of CPU per call and capped a process at a few hundred calls/s.
+                    response = await client.post("/chat/completions", body=body, cast_to=_chat_completion_type())
                 return self._completion(response, tools, started, attempt)
             except Exception as exc:
                 await asyncio.sleep(self._retry_delay(exc, attempt))
