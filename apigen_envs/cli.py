@@ -268,10 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=os.environ.get("APIGEN_MODEL", "local"))
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--user-model", default=None)
-    p.add_argument("--user-base-url", default=None)
-    p.add_argument("--user-temperature", type=float, default=0.0)
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.7,
+        help="agent sampling temperature; each episode has its own seed, so trials differ (default: %(default)s)",
+    )
+    p.add_argument("--user-model", default=None, help="customer model (default: --model)")
+    p.add_argument("--user-base-url", default=None, help="customer model server (default: --base-url)")
+    p.add_argument(
+        "--user-temperature", type=float, default=0.7, help="customer sampling temperature (default: %(default)s)"
+    )
     p.add_argument("--no-local", dest="local_auto", action="store_false", help="never start the local model")
     p.add_argument("--max-turns", type=int, default=30)
     p.add_argument("--concurrency", type=int, default=32)

@@ -113,7 +113,11 @@ def build_agent(args: argparse.Namespace, base_url: str | None, model: str) -> t
 
 
 def build_user(args: argparse.Namespace, base_url: str | None, model: str) -> tuple[Any, dict[str, Any]]:
-    """The user simulator named by ``--user`` and its settings to record."""
+    """The user simulator named by ``--user`` and its settings to record.
+
+    The LLM customer nudges an agent that did not act on a confirmed proposal only where the domain's
+    semantics profile allows it (``Semantics.user_nudges``: the ``apigen`` profile, not the peers').
+    """
     from apigen_envs.simulators.scripted_user import ScriptedUser
 
     if args.user == "scripted":
@@ -127,7 +131,9 @@ def build_user(args: argparse.Namespace, base_url: str | None, model: str) -> tu
         api_key_env=args.api_key_env,
         temperature=args.user_temperature,
     )
-    return LLMUser(OpenAIClient(config), strategy=args.user), {"strategy": args.user, **config.public()}
+    nudges = bool(getattr(domain_of(args).semantics, "user_nudges", False)) if getattr(args, "domain", None) else True
+    user = LLMUser(OpenAIClient(config), strategy=args.user, nudges=nudges)
+    return user, {"strategy": args.user, "nudges": nudges, **config.public()}
 
 
 def agent_only(args: argparse.Namespace, base_url: str | None, model: str) -> Any:

@@ -56,11 +56,13 @@ def add_trajectories_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", default=os.environ.get("APIGEN_MODEL", "local"))
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY")
-    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument(
+        "--temperature", type=float, default=0.7, help="agent sampling temperature, per-episode seeds (default: 0.7)"
+    )
     p.add_argument("--user-model", default=None)
     p.add_argument("--user-base-url", default=None)
     p.add_argument(
-        "--user-temperature", type=float, default=None, help="default 0, or 0.7 with --best-of-n > 1 (diversity)"
+        "--user-temperature", type=float, default=0.7, help="customer sampling temperature (default: 0.7)"
     )
     p.add_argument("--no-local", dest="local_auto", action="store_false", help="never start the local model")
     p.add_argument("--max-turns", type=int, default=30)
@@ -146,8 +148,6 @@ def cmd_trajectories(args: argparse.Namespace) -> int:
     if args.stop_after is not None and args.stop_after < 1:
         print("error: --stop-after must be >= 1", file=sys.stderr)
         return 2
-    if args.user_temperature is None:
-        args.user_temperature = 0.7 if args.best_of_n > 1 else 0.0
     domain = domain_of(args)
     tasks = _select_blueprints(args, domain)
     if not tasks:
