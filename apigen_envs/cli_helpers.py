@@ -27,6 +27,62 @@ USERS = ("scripted", "llm", "react", "verify", "reflection")
 """User simulator kinds."""
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default and no reST markup.
+
+    Docstrings quote names in double backticks for the docs; in a terminal those are noise. An option's
+    default is added to its help unless it is unset (None, False, empty) or the help already says it.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        shown = action.nargs != 0 and default not in (None, False, "", argparse.SUPPRESS)
+        shown = shown and not isinstance(default, list | tuple)
+        if shown and action.option_strings and "%(default)" not in text and "default" not in text:
+            text = f"{text} (default: %(default)s)" if text else "default: %(default)s"
+        return text or None
+
+    def format_help(self) -> str:
+        """The help text without double backticks."""
+        return super().format_help().replace("``", "")
+
+
+COMMON_HELP = {
+    "--domain": "domain name",
+    "--seed": "run seed; each episode's or attempt's seed derives from it",
+    "--model": "model name ($APIGEN_MODEL)",
+    "--api-key-env": "environment variable holding the API key",
+    "--temperature": "sampling temperature",
+    "--quiet": "no progress output",
+    "--agent": "agent kind",
+    "--user": "customer simulator",
+    "--user-model": "customer model (default: --model)",
+    "--user-base-url": "customer model server (default: --base-url)",
+    "--critic-model": "critic model (default: --model)",
+    "--critic-base-url": "critic model server (default: --base-url)",
+    "--max-turns": "agent steps before an episode is cut off",
+    "--concurrency": "episodes in flight at once",
+    "--port": "TCP port",
+    "--proposer": "who proposes blueprints: templates (offline) or an LLM",
+}
+"""Help for options that subcommands share, used where a subcommand gives none."""
+
+
+def use_help_formatter(parser: argparse.ArgumentParser) -> None:
+    """Give a parser and all its subcommand parsers :class:`HelpFormatter` (argparse does not inherit it).
+
+    Options without help text get the shared one from :data:`COMMON_HELP`.
+    """
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if not action.help and action.option_strings:
+            action.help = next((COMMON_HELP[o] for o in action.option_strings if o in COMMON_HELP), None)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                use_help_formatter(sub)
+
+
 SEMANTICS_HELP = (
     "semantics profile: apigen, tau2 or tau-bench, optionally with options (e.g. tau2+seat_accounting); "
     "default: the data's own (apigen for the embedded data, else the layout's peer)"
