@@ -148,9 +148,12 @@ def build_agent(args: argparse.Namespace, base_url: str | None, model: str) -> t
     config = LLMConfig(model=model, base_url=base_url, api_key_env=args.api_key_env, temperature=args.temperature)
     client = OpenAIClient(config)
     if args.agent == "tool_calling":
-        from apigen_envs.baselines.tool_calling import ToolCallingAgent
+        from apigen_envs.baselines.tool_calling import ID_REMINDER, ToolCallingAgent
 
-        agent: Any = ToolCallingAgent(client)
+        local = is_local_model(base_url, model)
+        constrain = _switch(getattr(args, "constrain", "off"), local)
+        reminder = _switch(getattr(args, "id_reminder", "off"), local)
+        agent: Any = ToolCallingAgent(client, constrain=constrain, id_reminder=ID_REMINDER if reminder else None)
     elif args.agent == "react":
         from apigen_envs.baselines.react import ReActAgent
 
@@ -165,7 +168,29 @@ def build_agent(args: argparse.Namespace, base_url: str | None, model: str) -> t
         if not args.examples:
             raise ApigenError("--agent fewshot needs --examples FILE (episodes JSONL)")
         agent = FewShotAgent(client, Path(args.examples))
-    return agent, config.public()
+    return agent, {**config.public(), **_agent_options(agent)}
+
+
+def is_local_model(base_url: str | None, model: str) -> bool:
+    """Whether the endpoint is our local llama.cpp server (it enforces ``response_format`` schemas)."""
+    from apigen_envs.local_model import MODEL_ALIAS
+
+    return model == MODEL_ALIAS and bool(base_url) and "://127.0.0.1:" in (base_url or "")
+
+
+def _switch(value: str, local: bool) -> bool:
+    """``on`` / ``off``, or ``auto``: on for the local model only."""
+    return value == "on" or (value == "auto" and local)
+
+
+def _agent_options(agent: Any) -> dict[str, Any]:
+    """Agent options that change its episodes (recorded in the run settings, so part of the resume key)."""
+    options = {}
+    for name in ("constrain", "id_reminder"):
+        if hasattr(agent, name):
+            value = getattr(agent, name)
+            options[name] = bool(value)
+    return options
 
 
 def build_user(args: argparse.Namespace, base_url: str | None, model: str) -> tuple[Any, dict[str, Any]]:
