@@ -50,7 +50,7 @@ def measure(client: Any, episodes: int, *, temperature: float, seed: int, turns:
     script = AGENT_SCRIPT[:turns]
     from apigen_envs.messages import AssistantMessage, UserMessage
     from apigen_envs.registry import load_domain
-    from apigen_envs.simulators.customer_lines import names_request, role_confusion
+    from apigen_envs.simulators.customer_lines import customer_first_name, names_request, role_confusion
     from apigen_envs.simulators.llm_user import LLMUser
 
     user = LLMUser(client, temperature=temperature)
@@ -68,7 +68,7 @@ def measure(client: Any, episodes: int, *, temperature: float, seed: int, turns:
             lines.append(
                 {
                     "line": turn.content,
-                    "said_confusion": role_confusion(turn.content, agent_lines),
+                    "said_confusion": role_confusion(turn.content, agent_lines, customer_first_name(task)),
                     "raw_rejected": meta.get("rejected", []),
                     "source": meta.get("opening") or ("fallback" if meta.get("fallback") else "model"),
                 }

@@ -33,7 +33,7 @@ _AGENT_SPEAK = re.compile(
     r"modified|changed|exchanged|returned|booked|issued)\b|\b(?:your|the) (?:order|reservation|request|refund|"
     r"exchange|return) has been (?:cancelled|canceled|updated|processed|modified|placed|changed|booked)\b"
     r"|\bto (?:verify|authenticate|confirm) your identity\b|\bas an ai\b|\bi am an ai\b|\bhello,? (?:dear )?customer\b"
-    r"|\bdear customer\b|\bwelcome to\b",
+    r"|\bdear customer\b|\bwelcome to\b|\b(?:i'?m|i am|so) sorry to hear\b|\bi understand (?:your|how)\b",
     re.IGNORECASE,
 )
 
@@ -254,14 +254,36 @@ def is_echo(line: str, agent_lines: Iterable[str]) -> bool:
     return False
 
 
-def role_confusion(line: str, agent_lines: Iterable[str] = ()) -> Confusion | None:
+_NAME_RE = re.compile(r"\b(?i:you are|my name is|i am|i'm)\s+([A-Z][a-z]+)")
+
+
+def customer_first_name(task: Task) -> str | None:
+    """The customer's first name from the scenario ("You are Chloe Nelson." -> ``"Chloe"``), if stated."""
+    for text in (task.scenario.persona, task.scenario.known_info, task.scenario.instruction):
+        match = _NAME_RE.search(text or "")
+        if match and match.group(1) not in {"I", "A", "The", "In", "Calm", "Polite"}:
+            return match.group(1)
+    return None
+
+
+def greets_self(line: str, name: str | None) -> bool:
+    """Whether the line greets the customer by their own name ("Hi there, Chloe."): the agent's greeting."""
+    if not name:
+        return False
+    pattern = rf"^\W*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b(?: there)?,?\s+{re.escape(name)}\b"
+    return bool(re.match(pattern, line, re.IGNORECASE))
+
+
+def role_confusion(line: str, agent_lines: Iterable[str] = (), name: str | None = None) -> Confusion | None:
     """Classify a customer line that speaks from the agent's side.
 
     Rules (regular expressions, case-insensitive; the first that matches wins):
 
     * ``agent_speak``: offering help ("how can I help", "happy to assist", "is there anything else I
       can"), acting on the account ("let me check", "I have cancelled", "your order has been
-      processed"), verifying the caller ("to verify your identity"), speaking as an AI or a shop.
+      processed"), verifying the caller ("to verify your identity"), the agent's empathy ("I'm sorry to hear", "I
+      understand your frustration"), speaking as an AI or a shop, or
+      greeting the customer by their own ``name`` ("Hi there, Chloe.").
     * ``asks_customer_details``: asking the agent for the customer's own details ("could you provide
       your", "what is your email/order id/zip", "I need your").
     * ``apologises_lacking_info``: apologising for lacking information or access ("I'm sorry, but I
@@ -271,6 +293,7 @@ def role_confusion(line: str, agent_lines: Iterable[str] = ()) -> Confusion | No
     Args:
         line: The customer's line (markers removed).
         agent_lines: The agent's recent lines, for the echo rule.
+        name: The customer's first name (:func:`customer_first_name`), for the self-greeting rule.
 
     Returns:
         The kind of confusion, or None for a line a customer could say.
@@ -278,7 +301,7 @@ def role_confusion(line: str, agent_lines: Iterable[str] = ()) -> Confusion | No
     """
     if not line.strip():
         return None
-    if _AGENT_SPEAK.search(line):
+    if _AGENT_SPEAK.search(line) or greets_self(line, name):
         return "agent_speak"
     if _ASKS_DETAILS.search(line):
         return "asks_customer_details"

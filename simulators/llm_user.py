@@ -43,6 +43,7 @@ from apigen_envs.llm import LLMClient, LLMRequest, Plan, arun_plan, run_plan
 from apigen_envs.messages import AssistantMessage, Message, Usage, UserMessage
 from apigen_envs.protocols import StopReason, UserTurn
 from apigen_envs.simulators.customer_lines import (
+    customer_first_name,
     first_person,
     names_request,
     request_text,
@@ -431,7 +432,7 @@ class LLMUser:
             line, spent = yield from self._sample(task, request, flipped, _reseed(seed, 100 * attempt))
             usage = usage + spent
             content, stop = split_markers(line)
-            confusion = role_confusion(content, agent_lines)
+            confusion = role_confusion(content, agent_lines, customer_first_name(task))
             if confusion is None:
                 break
             rejected.append({"line": content, "why": confusion})
@@ -503,7 +504,7 @@ class LLMUser:
             completion = yield LLMRequest(messages, seed=_reseed(seed, 100 * attempt), temperature=self.temperature)
             usage = usage + completion.usage
             content, stop = split_markers(_unquote(completion.message.content or ""))
-            confusion = role_confusion(content) if content else "empty"
+            confusion = role_confusion(content, name=customer_first_name(task)) if content else "empty"
             if confusion is None and stop is None and names_request(content, task):
                 return UserTurn(content=content, usage=usage, meta={"opening": "model", "rejected": rejected})
             rejected.append({"line": content, "why": confusion or ("stop" if stop else "request_not_named")})

@@ -35,6 +35,7 @@ TASK = Task(
         ("Hi! How can I help you today?", "agent_speak"),
         ("I'd be happy to help you with that.", "agent_speak"),
         ("Let me check that for you.", "agent_speak"),
+        ("I am sorry to hear that my flight HAT200 was cancelled.", "agent_speak"),
         ("Your order has been cancelled.", "agent_speak"),
         ("Could you please provide your order id?", "asks_customer_details"),
         ("What is your email address?", "asks_customer_details"),
@@ -50,6 +51,14 @@ TASK = Task(
 )
 def test_role_confusion_classifier(line, kind):
     assert role_confusion(line) == kind
+
+
+def test_greeting_oneself_by_name_is_agent_speak():
+    from apigen_envs.simulators.customer_lines import customer_first_name
+
+    assert customer_first_name(TASK) == "Wei"
+    assert role_confusion("Hi there, Wei. I'm looking to return my laptop.", name="Wei") == "agent_speak"
+    assert role_confusion("Hi, I'm Wei and I want to cancel an order.", name="Wei") is None
 
 
 def test_echo_of_the_agent_is_confusion():
