@@ -109,6 +109,28 @@ def measure(client: Any, episodes: int, *, temperature: float, seed: int, turns:
     }
 
 
+def rescore(result: dict[str, Any]) -> dict[str, Any]:
+    """Classify the saved lines of a result again with the current rules (after a rule was added)."""
+    from apigen_envs.registry import load_domain
+    from apigen_envs.simulators.customer_lines import customer_first_name, names_request, role_confusion
+
+    tasks = {t.id: t for name in ("retail", "airline") for t in load_domain(name).task_list(None)}
+    rows = result["rows"]
+    for row in rows:
+        task = tasks[row["task"]]
+        row["opening_names_request"] = names_request(row["opening"], task)
+        for ln in row["lines"]:
+            ln["said_confusion"] = role_confusion(ln["line"], (), customer_first_name(task))
+    said = [ln for r in rows for ln in r["lines"]]
+    result.update(
+        opening_names_request=sum(r["opening_names_request"] for r in rows) / max(len(rows), 1),
+        said_lines_classified_confused=sum(ln["said_confusion"] is not None for ln in said),
+        episodes_with_confused_line=sum(any(ln["said_confusion"] for ln in r["lines"]) for r in rows),
+        rescored=True,
+    )
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -124,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="local model CPU threads (default: all cores; 1 on a busy machine)"
     )
     parser.add_argument("--out", default=None, help="write the full result (every line) as JSON here")
+    parser.add_argument("--rescore", default=None, help="classify a saved --out file again with the current rules")
     args = parser.parse_args(argv)
+    if args.rescore:
+        result = rescore(json.loads(Path(args.rescore).read_text(encoding="utf-8")))
+        print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
+        return 0
 
     from apigen_envs.llm import LLMConfig, OpenAIClient
 

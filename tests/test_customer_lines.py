@@ -190,3 +190,20 @@ def test_llm_user_nudges_setting_is_recorded_and_used():
     user = LLMUser(ScriptedLLM(["Bye ###STOP###"]), nudges=False)
     assert user.public()["nudges"] is False
     assert user.respond(TASK, conversation).stop == "stop"
+
+
+def test_measure_script_counts_openings_and_confusion():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "measure_customer.py"
+    spec = importlib.util.spec_from_file_location("measure_customer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # A model that always plays the agent: every opening falls back to the template, no line is said confused.
+    llm = ScriptedLLM(["How can I help you today?"], cycle=True)
+    result = module.measure(llm, 4, temperature=0.7, seed=0, turns=1)
+    assert result["episodes"] == 4 and result["opening_names_request"] == 1.0
+    assert result["opening_by_template"] == 4 and result["said_lines_classified_confused"] == 0
+    assert result["raw_rejections_by_kind"]["agent_speak"] > 0
+    assert module.rescore(result)["rescored"] is True
