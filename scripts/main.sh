@@ -16,7 +16,8 @@ fi
 . .venv/bin/activate
 say "installing apigen-envs and its report extra into .venv (about 1 minute the first time)"
 python -m pip install -q --upgrade pip
-python -m pip install -q -e ".[report]"
+# setuptools warns about editable installs with a package-dir mapping; the warning is noise here.
+PYTHONWARNINGS="ignore:Editable installation" python -m pip install -q -e ".[report]"
 
 remote=0
 if [ -n "${OPENAI_API_KEY:-}" ] || [ -n "${OPENAI_BASE_URL:-}" ]; then remote=1; fi
