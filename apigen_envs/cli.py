@@ -204,8 +204,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.agent not in OFFLINE_AGENTS:
             baselines.append((OracleAgent(), BASELINE_FILES[1]))
     for baseline, name in baselines:
+        # The oracle needs a step per gold call plus its closing line: a short --max-turns must not cut it.
+        turns = args.max_turns if name == BASELINE_FILES[0] else max(args.max_turns, 60)
         runner = Collector(
-            domain, baseline, trials=args.trials, max_turns=args.max_turns, base_seed=args.seed, on_conflict=conflict
+            domain, baseline, trials=args.trials, max_turns=turns, base_seed=args.seed, on_conflict=conflict
         )
         runner.run(tasks, out=out.with_name(name))
         assert runner.out_path is not None

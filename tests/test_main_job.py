@@ -47,7 +47,7 @@ def test_field_changes_are_leaves_not_rows():
 def test_run_prints_agent_noop_oracle_and_partial_credit(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     out = tmp_path / "run" / "episodes.jsonl"
     with ScriptedServer(["Hello, how can I help?"], cycle=True) as server:
-        argv = ["run", "--domain", "mock", "--num-tasks", "1", "--trials", "2", "--user", "scripted"]
+        argv = ["run", "--domain", "retail", "--num-tasks", "2", "--trials", "2", "--user", "scripted"]
         argv += ["--base-url", server.base_url, "--max-turns", "3", "--quiet", "--out", str(out)]
         code = main(argv)
     text = capsys.readouterr().out
