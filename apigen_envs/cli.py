@@ -28,6 +28,7 @@ from apigen_envs.cli_helpers import (
     domain_of,
     fail,
     model_endpoint,
+    use_help_formatter,
     user_only,
 )
 from apigen_envs.errors import ApigenError
@@ -120,8 +121,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from apigen_envs.baselines.noop import NoopAgent
+    from apigen_envs.baselines.oracle import OracleAgent
     from apigen_envs.collect import Collector
-    from apigen_envs.metrics import format_table, summarize_groups
+    from apigen_envs.metrics import format_partial, format_table, partial_credit, summarize_groups
     from apigen_envs.report import write_report
 
     if args.retries < 0:
@@ -214,23 +216,71 @@ def cmd_run(args: argparse.Namespace) -> int:
         out = collector.out_path
     task_ids = {t.id for t in tasks}
     own = [ep for ep in _load_episodes_noting_skips([out]) if ep.task_id in task_ids]
-    if args.agent != "noop" and not args.no_baseline:
-        noop = Collector(
-            domain, NoopAgent(), trials=args.trials, max_turns=args.max_turns, base_seed=args.seed, on_conflict=conflict
+    episodes = list(own)
+    baselines: list[tuple[Any, str]] = []
+    if not args.no_baseline:
+        # Do-nothing (what the verifier gives for no work) and the oracle (1.000 proves the tasks and the
+        # verifier agree) beside the agent: the three together say what the agent's figure means.
+        if args.agent != "noop":
+            baselines.append((NoopAgent(), BASELINE_FILES[0]))
+        if args.agent not in OFFLINE_AGENTS:
+            baselines.append((OracleAgent(), BASELINE_FILES[1]))
+    for baseline, name in baselines:
+        # The oracle needs a step per gold call plus its closing line: a short --max-turns must not cut it.
+        turns = args.max_turns if name == BASELINE_FILES[0] else max(args.max_turns, 60)
+        runner = Collector(
+            domain, baseline, trials=args.trials, max_turns=turns, base_seed=args.seed, on_conflict=conflict
         )
-        noop.run(tasks, out=out.with_name("baseline-noop.jsonl"))
-        assert noop.out_path is not None
-        episodes = own + [ep for ep in _load_episodes_noting_skips([noop.out_path]) if ep.task_id in task_ids]
-    else:
-        episodes = own
+        runner.run(tasks, out=out.with_name(name))
+        assert runner.out_path is not None
+        episodes += [ep for ep in _load_episodes_noting_skips([runner.out_path]) if ep.task_id in task_ids]
     summaries = list(summarize_groups(episodes).values())
     print()
     print(format_table(summaries))
-    written = write_report(episodes, summaries, out.parent, title=f"{domain.name}: {agent.name}")
+    actions = {t.id: t.actions for t in tasks}
+    if args.agent in LLM_AGENTS:
+        print()
+        print("partial credit per episode (gold calls made with the right arguments, DB rows right, outputs said):")
+        print(format_partial([partial_credit(ep, actions.get(ep.task_id)) for ep in own]))
+    written = write_report(episodes, summaries, out.parent, title=f"{domain.name}: {agent.name}", actions=actions)
     print()
     for kind, path in written.items():
         print(f"{kind:>8}: {path}")
     return _check_agent_episodes(own, collector.failures)
+
+
+BASELINE_FILES = ("baseline-noop.jsonl", "baseline-oracle.jsonl")
+"""The do-nothing and oracle baselines ``run`` writes beside a run's episodes."""
+
+
+def baseline_beside(paths: Sequence[str | Path]) -> list[Path]:
+    """The given episode files plus the baselines beside each (:data:`BASELINE_FILES`) not already given.
+
+    ``apigen-envs report runs/x/episodes.jsonl`` then rewrites the run's report with its baselines, as
+    ``run`` wrote it.
+    """
+    given = [Path(p) for p in paths]
+    seen = {p.resolve() for p in given}
+    extra = []
+    for path in given:
+        for name in BASELINE_FILES:
+            baseline = path.with_name(name)
+            if baseline.is_file() and baseline.resolve() not in seen:
+                seen.add(baseline.resolve())
+                extra.append(baseline)
+    return given + extra
+
+
+def _gold_actions(args: argparse.Namespace, episodes: Sequence[Any]) -> dict[str, Any]:
+    """Task id -> gold actions, for the domains the episodes come from (skipped when one cannot load)."""
+    actions: dict[str, Any] = {}
+    for name in sorted({ep.domain for ep in episodes}):
+        try:
+            domain = domain_of(args, name)
+        except (ApigenError, ValueError):
+            continue
+        actions.update({t.id: t.actions for t in domain.task_list(None)})
+    return actions
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -238,14 +288,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     from apigen_envs.metrics import format_table, summarize_groups
     from apigen_envs.report import write_report
 
-    episodes = _load_episodes_noting_skips(args.episodes)
+    paths = baseline_beside(args.episodes)
+    if len(paths) > len(args.episodes):
+        print(f"adding the do-nothing baseline beside the episodes: {', '.join(map(str, paths[len(args.episodes) :]))}")
+    episodes = _load_episodes_noting_skips(paths)
     if not episodes:
         return fail("no episodes in the given files")
     price = (args.price_in, args.price_out) if args.price_in is not None and args.price_out is not None else None
     summaries = list(summarize_groups(episodes, max_k=args.max_k, price_per_mtok=price).values())
     print(format_table(summaries))
+    actions = _gold_actions(args, episodes)
     out_dir = Path(args.out) if args.out else Path(args.episodes[0]).parent
-    for kind, path in write_report(episodes, summaries, out_dir).items():
+    for kind, path in write_report(episodes, summaries, out_dir, actions=actions).items():
         print(f"{kind:>8}: {path}")
     return 0
 
@@ -272,32 +326,58 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tasks", help="list or show tasks")
     add_domain_options(p)
-    p.add_argument("--domain", default="retail")
-    p.add_argument("--split", default=None)
-    p.add_argument("--show", metavar="TASK_ID")
+    p.add_argument("--domain", default="retail", help="domain name")
+    p.add_argument("--split", default=None, help="only this split (train or test); default: all")
+    p.add_argument("--show", metavar="TASK_ID", help="print one task as JSON")
     p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("run", help="collect episodes and report pass^k")
     add_domain_options(p)
-    p.add_argument("--domain", default="retail")
-    p.add_argument("--split", default="test")
+    p.add_argument("--domain", default="retail", help="domain name")
+    p.add_argument("--split", default="test", help="task split")
     p.add_argument("--tasks", help="comma-separated task ids")
     p.add_argument("--num-tasks", type=int, default=0, help="first N tasks only")
     p.add_argument("--trials", type=int, default=3, help="episodes per task (k for pass^k)")
-    p.add_argument("--agent", choices=OFFLINE_AGENTS + LLM_AGENTS, default="tool_calling")
+    p.add_argument(
+        "--agent",
+        choices=OFFLINE_AGENTS + LLM_AGENTS,
+        default="tool_calling",
+        help="oracle (replays the gold calls), noop (does nothing) or a model-backed agent",
+    )
     p.add_argument("--examples", help="few-shot examples (episodes JSONL) for --agent fewshot")
-    p.add_argument("--user", choices=USERS, default="llm")
-    p.add_argument("--model", default=os.environ.get("APIGEN_MODEL", "local"))
+    p.add_argument(
+        "--constrain",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="tool_calling: constrain replies to the tools' JSON schemas via response_format (servers that "
+        "enforce it, like llama.cpp); auto: on for the local model only",
+    )
+    p.add_argument(
+        "--id-reminder",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="tool_calling: a short system note on identifying the customer until the first tool call; auto: on "
+        "for the local model only",
+    )
+    p.add_argument("--user", choices=USERS, default="llm", help="customer simulator")
+    p.add_argument("--model", default=os.environ.get("APIGEN_MODEL", "local"), help="agent model ($APIGEN_MODEL)")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--user-model", default=None)
-    p.add_argument("--user-base-url", default=None)
-    p.add_argument("--user-temperature", type=float, default=0.0)
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.7,
+        help="agent sampling temperature; each episode has its own seed, so trials differ (default: %(default)s)",
+    )
+    p.add_argument("--user-model", default=None, help="customer model (default: --model)")
+    p.add_argument("--user-base-url", default=None, help="customer model server (default: --base-url)")
+    p.add_argument(
+        "--user-temperature", type=float, default=0.7, help="customer sampling temperature (default: %(default)s)"
+    )
     p.add_argument("--no-local", dest="local_auto", action="store_false", help="never start the local model")
-    p.add_argument("--max-turns", type=int, default=30)
-    p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-turns", type=int, default=30, help="agent steps before the episode is cut off (scores 0)")
+    p.add_argument("--concurrency", type=int, default=32, help="episodes in flight at once")
+    p.add_argument("--seed", type=int, default=0, help="run seed; each episode's seed derives from it")
     p.add_argument("--out", help="episodes JSONL (resumed if it exists and was written with the same settings)")
     p.add_argument(
         "--on-conflict",
@@ -312,8 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="run episodes here or on Ray")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     p.add_argument("--workers", type=int, default=2, help="Ray worker actors")
-    p.add_argument("--no-baseline", action="store_true", help="skip the do-nothing baseline")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-baseline", action="store_true", help="skip the do-nothing and oracle baselines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--processes",
         type=int,
@@ -330,15 +410,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="metrics and report from episode files")
-    p.add_argument("episodes", nargs="+")
+    p.add_argument(
+        "episodes", nargs="+", help="episode JSONL files (a baseline-noop.jsonl beside each is added when present)"
+    )
     p.add_argument("--out", help="report folder (default: next to the first file)")
-    p.add_argument("--max-k", type=int, default=None)
+    p.add_argument("--max-k", type=int, default=None, help="largest k of pass^k (default: the trials per task)")
     p.add_argument("--price-in", type=float, default=None, help="USD per million prompt tokens")
     p.add_argument("--price-out", type=float, default=None, help="USD per million completion tokens")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("serve-local", help="serve the offline local model on 127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: a free one)")
     p.add_argument("--ensure-only", action="store_true", help="download/verify only, do not serve")
     p.set_defaults(func=cmd_serve_local)
 
@@ -351,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_play_parser(sub)
     add_serve_parser(sub)
+    use_help_formatter(parser)
     return parser
 
 

@@ -27,6 +27,62 @@ USERS = ("scripted", "llm", "react", "verify", "reflection")
 """User simulator kinds."""
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default and no reST markup.
+
+    Docstrings quote names in double backticks for the docs; in a terminal those are noise. An option's
+    default is added to its help unless it is unset (None, False, empty) or the help already says it.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        shown = action.nargs != 0 and default not in (None, False, "", argparse.SUPPRESS)
+        shown = shown and not isinstance(default, list | tuple)
+        if shown and action.option_strings and "%(default)" not in text and "default" not in text:
+            text = f"{text} (default: %(default)s)" if text else "default: %(default)s"
+        return text or None
+
+    def format_help(self) -> str:
+        """The help text without double backticks."""
+        return super().format_help().replace("``", "")
+
+
+COMMON_HELP = {
+    "--domain": "domain name",
+    "--seed": "run seed; each episode's or attempt's seed derives from it",
+    "--model": "model name ($APIGEN_MODEL)",
+    "--api-key-env": "environment variable holding the API key",
+    "--temperature": "sampling temperature",
+    "--quiet": "no progress output",
+    "--agent": "agent kind",
+    "--user": "customer simulator",
+    "--user-model": "customer model (default: --model)",
+    "--user-base-url": "customer model server (default: --base-url)",
+    "--critic-model": "critic model (default: --model)",
+    "--critic-base-url": "critic model server (default: --base-url)",
+    "--max-turns": "agent steps before an episode is cut off",
+    "--concurrency": "episodes in flight at once",
+    "--port": "TCP port",
+    "--proposer": "who proposes blueprints: templates (offline) or an LLM",
+}
+"""Help for options that subcommands share, used where a subcommand gives none."""
+
+
+def use_help_formatter(parser: argparse.ArgumentParser) -> None:
+    """Give a parser and all its subcommand parsers :class:`HelpFormatter` (argparse does not inherit it).
+
+    Options without help text get the shared one from :data:`COMMON_HELP`.
+    """
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if not action.help and action.option_strings:
+            action.help = next((COMMON_HELP[o] for o in action.option_strings if o in COMMON_HELP), None)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                use_help_formatter(sub)
+
+
 SEMANTICS_HELP = (
     "semantics profile: apigen, tau2 or tau-bench, optionally with options (e.g. tau2+seat_accounting); "
     "default: the data's own (apigen for the embedded data, else the layout's peer)"
@@ -98,9 +154,12 @@ def build_agent(args: argparse.Namespace, base_url: str | None, model: str) -> t
     )
     client = OpenAIClient(config)
     if args.agent == "tool_calling":
-        from apigen_envs.baselines.tool_calling import ToolCallingAgent
+        from apigen_envs.baselines.tool_calling import ID_REMINDER, ToolCallingAgent
 
-        agent: Any = ToolCallingAgent(client)
+        local = is_local_model(base_url, model)
+        constrain = _switch(getattr(args, "constrain", "off"), local)
+        reminder = _switch(getattr(args, "id_reminder", "off"), local)
+        agent: Any = ToolCallingAgent(client, constrain=constrain, id_reminder=ID_REMINDER if reminder else None)
     elif args.agent == "react":
         from apigen_envs.baselines.react import ReActAgent
 
@@ -115,11 +174,37 @@ def build_agent(args: argparse.Namespace, base_url: str | None, model: str) -> t
         if not args.examples:
             raise ApigenError("--agent fewshot needs --examples FILE (episodes JSONL)")
         agent = FewShotAgent(client, Path(args.examples))
-    return agent, config.public()
+    return agent, {**config.public(), **_agent_options(agent)}
+
+
+def is_local_model(base_url: str | None, model: str) -> bool:
+    """Whether the endpoint is our local llama.cpp server (it enforces ``response_format`` schemas)."""
+    from apigen_envs.local_model import MODEL_ALIAS
+
+    return model == MODEL_ALIAS and bool(base_url) and "://127.0.0.1:" in (base_url or "")
+
+
+def _switch(value: str, local: bool) -> bool:
+    """``on`` / ``off``, or ``auto``: on for the local model only."""
+    return value == "on" or (value == "auto" and local)
+
+
+def _agent_options(agent: Any) -> dict[str, Any]:
+    """Agent options that change its episodes (recorded in the run settings, so part of the resume key)."""
+    options = {}
+    for name in ("constrain", "id_reminder"):
+        if hasattr(agent, name):
+            value = getattr(agent, name)
+            options[name] = bool(value)
+    return options
 
 
 def build_user(args: argparse.Namespace, base_url: str | None, model: str) -> tuple[Any, dict[str, Any]]:
-    """The user simulator named by ``--user`` and its settings to record."""
+    """The user simulator named by ``--user`` and its settings to record.
+
+    The LLM customer nudges an agent that did not act on a confirmed proposal only where the domain's
+    semantics profile allows it (``Semantics.user_nudges``: the ``apigen`` profile, not the peers').
+    """
     from apigen_envs.simulators.scripted_user import ScriptedUser
 
     if args.user == "scripted":
@@ -134,7 +219,9 @@ def build_user(args: argparse.Namespace, base_url: str | None, model: str) -> tu
         temperature=args.user_temperature,
         transport=getattr(args, "transport", "aiohttp"),
     )
-    return LLMUser(OpenAIClient(config), strategy=args.user), {"strategy": args.user, **config.public()}
+    nudges = bool(getattr(domain_of(args).semantics, "user_nudges", False)) if getattr(args, "domain", None) else True
+    user = LLMUser(OpenAIClient(config), strategy=args.user, nudges=nudges)
+    return user, {"strategy": args.user, "nudges": nudges, **config.public()}
 
 
 def agent_only(args: argparse.Namespace, base_url: str | None, model: str) -> Any:

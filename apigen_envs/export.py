@@ -627,6 +627,20 @@ def _import_datasets() -> Any:
     return datasets
 
 
+def check_hf_path(path: str | Path) -> None:
+    """Refuse an output name that says another format (``x.json`` would get Parquet bytes).
+
+    Raises:
+        ExportError: When the file name does not end in ``.parquet``.
+
+    """
+    if Path(path).suffix.lower() != ".parquet":
+        raise ExportError(
+            f"{path}: --format hf writes a Parquet file; name it *.parquet (for JSON use --format sharegpt or "
+            "openai with a .json or .jsonl name)"
+        )
+
+
 def export_hf(episodes: Iterable[Episode], path: str | Path, fmt: ExportFormat = "sharegpt", **kwargs: Any) -> Any:
     """Build a Hugging Face ``datasets.Dataset`` from episodes and save it as a parquet file.
 
@@ -646,6 +660,7 @@ def export_hf(episodes: Iterable[Episode], path: str | Path, fmt: ExportFormat =
         ExportError: When ``datasets`` is missing or a record is invalid.
 
     """
+    check_hf_path(path)
     datasets = _import_datasets()
     rows, _ = build_records(episodes, fmt, **kwargs)
     if not rows:

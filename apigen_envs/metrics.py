@@ -256,3 +256,121 @@ def format_table(summaries: Sequence[Summary]) -> str:
             f"{s.label[:32]:<32} {profile:<12} {s.episodes:>8} {s.infra_failures:>5} {s.avg_reward:>7.3f} {cells}"
         )
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PartialCredit:
+    """How close one episode came, beside its 0/1 reward (for reading results, not for scoring).
+
+    Attributes:
+        episode_id: The episode.
+        label: Its group label (agent and model).
+        task_id: The task.
+        reward: The verifier's reward.
+        gold_calls: Gold actions the agent made with the same tool and arguments (None when the task's
+            actions are unknown).
+        gold_total: Gold actions of the task.
+        rows_right: Gold rows whose final value equals the gold value.
+        rows_total: The larger of the gold rows and the rows the episode changed (extra rows count against).
+        outputs_said: Required outputs found in the agent's text.
+        outputs_total: Required outputs of the task.
+        termination: Why the episode ended.
+    """
+
+    episode_id: str
+    label: str
+    task_id: str
+    reward: float
+    gold_calls: int | None
+    gold_total: int
+    rows_right: int
+    rows_total: int
+    outputs_said: int
+    outputs_total: int
+    termination: str
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able form."""
+        return dict(self.__dict__)
+
+
+def _canonical(value: object) -> object:
+    """Arguments compared as a model would mean them: numbers by value, text stripped, keys unordered."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _canonical(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_canonical(v) for v in value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        return value.strip()
+    return value
+
+
+def gold_calls_made(episode: Episode, actions: Sequence[object]) -> int:
+    """How many gold actions (objects with ``name`` and ``arguments``) the episode's agent made exactly.
+
+    Each agent call can match one gold action; order does not matter.
+    """
+    from apigen_envs.messages import AssistantMessage
+
+    made = [
+        (call.name, _canonical(call.arguments))
+        for m in episode.messages
+        if isinstance(m, AssistantMessage)
+        for call in m.tool_calls
+        if isinstance(call.arguments, dict)
+    ]
+    count = 0
+    for action in actions:
+        key = (getattr(action, "name", None), _canonical(getattr(action, "arguments", {})))
+        if key in made:
+            made.remove(key)
+            count += 1
+    return count
+
+
+def partial_credit(episode: Episode, actions: Sequence[object] | None = None) -> PartialCredit:
+    """The episode's partial credit (see :class:`PartialCredit`).
+
+    Args:
+        episode: The episode.
+        actions: The task's gold actions, when known.
+
+    Returns:
+        The record.
+    """
+    info = episode.reward_info
+    outputs = info.outputs if info is not None else {}
+    gold_rows = info.gold_rows if info is not None else len(episode.gold_diff)
+    changed = info.changed_rows if info is not None else len(episode.diff)
+    return PartialCredit(
+        episode_id=episode.episode_id,
+        label=label_of(episode),
+        task_id=episode.task_id,
+        reward=episode.reward,
+        gold_calls=gold_calls_made(episode, actions) if actions is not None else None,
+        gold_total=len(actions) if actions is not None else 0,
+        rows_right=info.matched_rows if info is not None else 0,
+        rows_total=max(gold_rows, changed),
+        outputs_said=sum(outputs.values()),
+        outputs_total=len(outputs),
+        termination=episode.termination,
+    )
+
+
+def format_partial(credits: Sequence[PartialCredit]) -> str:
+    """A plain-text table of partial credit per episode, for the terminal."""
+    head = f"{'episode':<28} {'agent':<24} {'reward':>6} {'gold calls':>10} {'DB rows':>8} {'outputs':>8}  ended by"
+    lines = [head, "-" * len(head)]
+    for c in credits:
+        calls = f"{c.gold_calls}/{c.gold_total}" if c.gold_calls is not None else "-"
+        outputs = f"{c.outputs_said}/{c.outputs_total}" if c.outputs_total else "-"
+        rows = f"{c.rows_right}/{c.rows_total}" if c.rows_total else "-"
+        lines.append(
+            f"{c.episode_id[:28]:<28} {c.label[:24]:<24} {c.reward:>6.1f} {calls:>10} {rows:>8} {outputs:>8}  "
+            f"{c.termination}"
+        )
+    return "\n".join(lines)

@@ -193,6 +193,10 @@ def parse_call(line: str, tool_names: Sequence[str], call_id: str) -> AssistantM
 
 
 # ---------------------------------------------------------------------------------------------- seats
+HELP_WORDS = frozenset({"/help", "help", "?", "/?", "/h", "h"})
+"""Lines that show the help instead of being sent (a newcomer types ``help`` before ``/help``)."""
+
+
 def _read(input_fn: InputFn, prompt: str) -> str:
     try:
         return input_fn(prompt)
@@ -265,7 +269,7 @@ class HumanAgent:
                 continue
             if line == "/quit":
                 raise QuitGame("the player quit")
-            if line == "/help":
+            if line.lower() in HELP_WORDS:
                 self.screen.say(AGENT_HELP)
                 continue
             if line == "/policy":
@@ -343,7 +347,7 @@ class HumanUser:
                 line = "/quit"
             if not line:
                 continue
-            if line == "/help":
+            if line.lower() in HELP_WORDS:
                 self.screen.say(USER_HELP)
                 continue
             if line == "/task":
@@ -526,8 +530,8 @@ def add_play_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_domain_options(p)
     p.add_argument("--domain", default="mock")
     p.add_argument("--task", help="task id (default: the first task, or one drawn with --seed)")
-    p.add_argument("--task-index", type=int, default=None)
-    p.add_argument("--split", default=None)
+    p.add_argument("--task-index", type=int, default=None, help="play the task at this index (default: random)")
+    p.add_argument("--split", default=None, help="pick tasks from this split only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--as", dest="seat", choices=("agent", "user"), default="agent", help="which seat you take")
     p.add_argument("--model", default=os.environ.get("APIGEN_MODEL"), help="the model agent (--as user)")
@@ -548,7 +552,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", default=None, help="bearer token (prefer $APIGEN_SERVER_TOKEN: argv shows in ps)")
     p.add_argument("--idle-timeout", type=float, default=600.0, help="seconds before an idle session is dropped")
-    p.add_argument("--max-sessions", type=int, default=1024)
+    p.add_argument("--max-sessions", type=int, default=1024, help="open sessions at most")
     p.add_argument("--max-body", type=int, default=1024 * 1024, help="largest request body in bytes")
     p.add_argument("--max-session-bytes", type=int, default=8 * 1024 * 1024, help="conversation a session may hold")
     p.add_argument("--header-timeout", type=float, default=10.0, help="seconds allowed for a request's headers")
@@ -565,7 +569,12 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="let clients ask for the task's gold (reveal_task), for privileged agents such as the oracle",
     )
-    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="server log level",
+    )
     p.set_defaults(func=cmd_serve)
     return p
 

@@ -5,16 +5,119 @@ fallback parser (:func:`apigen_envs.llm.parse_text_tool_calls`) already turns th
 further guards keep episodes going with weak models: after a tool result the model is reminded to answer
 the customer in plain language (otherwise it tends to repeat calls), and an empty reply becomes a short
 request to repeat rather than an invalid action.
+
+Two options help small models further:
+
+* ``constrain=True`` sends the tools' JSON schemas as a ``response_format`` (``json_object`` with a
+  ``schema``, which llama.cpp compiles into a grammar): every reply is then one JSON object, either a
+  well-formed call of a known tool with schema-valid arguments or ``{"name": "respond", "arguments":
+  {"content": ...}}`` for the customer. Only servers that enforce such a schema should get it (the
+  local llama.cpp server does); the free-text path stays the default elsewhere.
+* ``id_reminder`` adds a short system note on the identification step until the agent's first tool call
+  (small models otherwise act on orders before finding the customer's user id).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from apigen_envs.llm import LLMClient, LLMRequest, Plan, arun_plan, run_plan
 from apigen_envs.messages import AssistantMessage, Message, ToolMessage
 from apigen_envs.protocols import AgentContext
+
+RESPOND = "respond"
+"""The pseudo-tool of the constrained format that speaks to the customer."""
+
+ID_REMINDER = (
+    "Reminder: before you look up or change any order, reservation or account, identify the customer as the "
+    "policy says: ask for what the policy accepts (for example email, or name and zip code, or user id) and "
+    "find their user id with the lookup tool. Then get the user's details and act."
+)
+"""System note shown until the agent's first tool call (``id_reminder``)."""
+
+CONSTRAINED_FORMAT = (
+    "# How to reply\n\nReply with exactly one JSON object. To call a tool: "
+    '{"name": "<tool name>", "arguments": {<the arguments>}}. To write to the customer: '
+    '{"name": "respond", "arguments": {"content": "<your message>"}}. One action per reply.'
+)
+"""Added to the system prompt with ``constrain=True``."""
+
+
+def tool_call_schema(tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A JSON schema matching one call of any tool (with its argument schema) or a ``respond`` message.
+
+    Args:
+        tools: OpenAI tool schemas (``{"type": "function", "function": {...}}`` or the bare function).
+
+    Returns:
+        ``{"anyOf": [...]}`` with one object schema per tool plus ``respond``.
+
+    """
+    variants = []
+    for tool in tools:
+        fn = tool.get("function", tool)
+        params = fn.get("parameters") or {"type": "object", "properties": {}}
+        # Keep only what grammar compilers understand: types, properties, required, enums, items.
+        variants.append(
+            {
+                "type": "object",
+                "properties": {"name": {"enum": [fn["name"]]}, "arguments": _plain_schema(params)},
+                "required": ["name", "arguments"],
+            }
+        )
+    variants.append(
+        {
+            "type": "object",
+            "properties": {
+                "name": {"enum": [RESPOND]},
+                "arguments": {
+                    "type": "object",
+                    "properties": {"content": {"type": "string"}},
+                    "required": ["content"],
+                },
+            },
+            "required": ["name", "arguments"],
+        }
+    )
+    return {"anyOf": variants}
+
+
+_SCHEMA_KEYS = ("type", "properties", "required", "enum", "items", "anyOf", "minimum", "maximum")
+
+
+def _plain_schema(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        out = {k: _plain_schema(v) for k, v in schema.items() if k in _SCHEMA_KEYS}
+        if "properties" in schema:
+            out["properties"] = {k: _plain_schema(v) for k, v in schema["properties"].items()}
+        return out
+    if isinstance(schema, list):
+        return [_plain_schema(v) for v in schema]
+    return schema
+
+
+def response_format_for(tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``response_format`` that constrains a reply to :func:`tool_call_schema` (llama.cpp's form)."""
+    return {"type": "json_object", "schema": tool_call_schema(tools)}
+
+
+def unwrap_respond(message: AssistantMessage) -> AssistantMessage:
+    """Turn a constrained ``{"name": "respond", ...}`` reply into plain text for the customer."""
+    if message.tool_calls or not message.content:
+        return message
+    try:
+        value = json.loads(message.content)
+    except ValueError:
+        return message
+    if isinstance(value, dict) and value.get("name") == RESPOND:
+        args = value.get("arguments")
+        text = args.get("content") if isinstance(args, dict) else None
+        if isinstance(text, str):
+            return message.model_copy(update={"content": text})
+    return message
+
 
 PLAIN_LANGUAGE_NUDGE = (
     "The tool results are above. If you now have what you need, reply to the customer in plain language. "
@@ -74,6 +177,9 @@ class ToolCallingAgent:
         temperature: Sampling temperature (None: ``context.extra["temperature"]`` or the client default).
         nudge: System note added after a tool result; None disables it.
         empty_reply: Text used when the model returns neither text nor tool calls.
+        constrain: Send the tools' JSON schemas as ``response_format`` (servers that enforce it only).
+        id_reminder: System note on the identification step, shown until the first tool call; None
+            disables it.
 
     """
 
@@ -85,12 +191,16 @@ class ToolCallingAgent:
         temperature: float | None = None,
         nudge: str | None = PLAIN_LANGUAGE_NUDGE,
         empty_reply: str = EMPTY_REPLY,
+        constrain: bool = False,
+        id_reminder: str | None = None,
     ) -> None:
         self.client = client
         self.name = name
         self.temperature = temperature
         self.nudge = nudge
         self.empty_reply = empty_reply
+        self.constrain = constrain
+        self.id_reminder = id_reminder
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, client={self.client!r})"
@@ -103,11 +213,15 @@ class ToolCallingAgent:
             "kind": type(self).__name__,
             "temperature": self.temperature,
             "nudge": self.nudge is not None,
+            "constrain": self.constrain,
+            "id_reminder": self.id_reminder is not None,
             "llm": config.public() if hasattr(config, "public") else type(self.client).__name__,
         }
 
     def system_prompt(self, context: AgentContext) -> str:
         """The system prompt sent to the model (the domain policy; subclasses add to it)."""
+        if self.constrain:
+            return f"{context.system_prompt}\n\n{CONSTRAINED_FORMAT}"
         return context.system_prompt
 
     def build_messages(self, conversation: Sequence[Message], context: AgentContext) -> list[dict[str, Any]]:
@@ -126,17 +240,24 @@ class ToolCallingAgent:
         messages.extend(m.to_openai() for m in conversation)
         if self.nudge and conversation and isinstance(conversation[-1], ToolMessage):
             messages.append({"role": "system", "content": self.nudge})
+        acted = any(isinstance(m, AssistantMessage) and m.tool_calls for m in conversation)
+        if self.id_reminder and not acted:
+            messages.append({"role": "system", "content": self.id_reminder})
         return messages
 
     def plan(self, conversation: Sequence[Message], context: AgentContext) -> Plan[AssistantMessage]:
         """The turn as a plan of LLM requests (drive it with :func:`~apigen_envs.llm.run_plan`)."""
+        tools = list(context.tools)
         completion = yield LLMRequest(
             self.build_messages(conversation, context),
-            tools=list(context.tools) or None,
+            tools=tools or None,
             seed=context.seed,
             temperature=resolve_temperature(self.temperature, context),
+            response_format=response_format_for(tools) if self.constrain and tools else None,
         )
         message = completion.message
+        if self.constrain:
+            message = unwrap_respond(message)
         if message.usage is None:
             message = message.model_copy(update={"usage": completion.usage})
         if message.is_empty:

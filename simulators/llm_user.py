@@ -14,9 +14,20 @@ Strategies:
 * ``"reflection"``: like ``verify``, but a rejected line is rewritten after reflecting on the
   reviewer's remarks instead of being sampled afresh.
 
+Every strategy opens the same way: the first line is written by a focused prompt from the scenario's
+request (:func:`~apigen_envs.simulators.customer_lines.request_text`), checked to name the request and
+not to speak as the agent, regenerated up to ``max_regenerations`` times, and else replaced by a plain
+template (:func:`~apigen_envs.simulators.customer_lines.template_opening`). Every later line is checked
+with :func:`~apigen_envs.simulators.customer_lines.role_confusion` (agent-speak, asking the agent for the
+customer's details, apologising for lacking information, echoing the agent) and regenerated with a
+reminder of the customer's role, then replaced by a fallback built from the scenario. What happened is
+kept in the turn's ``meta`` (the episode's ``user_trace``).
+
 The markers ``###STOP###``, ``###TRANSFER###`` and ``###OUT-OF-SCOPE###`` end the episode. A guard
-fixes a defect seen in peer simulators: a customer who stops before the agent has said anything, or
-right after confirming a request that the agent has not yet acted on, is made to continue instead.
+fixes a defect seen in peer simulators: a customer who stops before the agent has said anything is made
+to continue. With ``nudges`` on (the ``apigen`` profile's ``user_nudges``), a customer who stops right
+after confirming an action the agent proposed, while the agent has neither acted nor refused, says
+:data:`NUDGE` once instead; never after a refusal, after a question, or when nothing was proposed.
 """
 
 from __future__ import annotations
@@ -31,6 +42,14 @@ from apigen_envs.errors import DataFileError
 from apigen_envs.llm import LLMClient, LLMRequest, Plan, arun_plan, run_plan
 from apigen_envs.messages import AssistantMessage, Message, Usage, UserMessage
 from apigen_envs.protocols import StopReason, UserTurn
+from apigen_envs.simulators.customer_lines import (
+    customer_first_name,
+    first_person,
+    names_request,
+    request_text,
+    role_confusion,
+    template_opening,
+)
 from apigen_envs.task import Task
 
 Strategy = Literal["llm", "react", "verify", "reflection"]
@@ -51,6 +70,23 @@ _CONFIRM_RE = re.compile(
     r"go ahead|proceed|that'?s (?:right|correct)|that is (?:right|correct)|absolutely|definitely|sounds good)\b",
     re.IGNORECASE,
 )
+# An agent line that proposes an action and asks for the go-ahead ("Shall I cancel it?", "Please confirm (yes/no).").
+_PROPOSAL_RE = re.compile(
+    r"\b(?:confirm|proceed|go ahead|shall i|should i|would you like me to|do you want me to|can i|may i|"
+    r"want me to|ok(?:ay)? to|yes or no|yes/no|is that (?:right|correct|ok))\b",
+    re.IGNORECASE,
+)
+# An agent line that refuses or cannot do what was asked: after it, a goodbye is a real goodbye.
+_REFUSAL_RE = re.compile(
+    r"\b(?:sorry|unfortunately|unable|not able|cannot|can'?t|not possible|not allowed|not eligible|"
+    r"against (?:our|the) policy|i'?m afraid|won'?t be able)\b",
+    re.IGNORECASE,
+)
+_ID_QUESTION_RE = re.compile(
+    r"\b(?:name|e-?mail|zip|user id|user_id|identity|verify|authenticate|account|order id|order number|"
+    r"reservation id|reservation number)\b",
+    re.IGNORECASE,
+)
 _RESPONSE_RE = re.compile(r"(?:user\s+)?response\s*:\s*", re.IGNORECASE)
 _THOUGHT_RE = re.compile(r"^\s*(?:thought|reflection)\s*:.*?(?:\n\s*\n|$)", re.IGNORECASE | re.DOTALL)
 _VERDICT_RE = re.compile(r"verdict\s*:\s*\**\s*(consistent|inconsistent|yes|no|true|false)", re.IGNORECASE)
@@ -63,6 +99,21 @@ OPENING_FALLBACK = "Hi, I need some help with a request."
 
 REPEAT_FALLBACK = "Sorry, could you say that again?"
 """Said when the model returns an empty line without ending the conversation."""
+
+ROLE_REMINDER = (
+    "Reminder: you are the CUSTOMER, not the support agent. Do not offer help, do not ask the agent for "
+    "anyone's details and do not apologise for missing information. Answer the agent's last message as the "
+    "customer, in the first person, using only what your situation says."
+)
+"""System note added when a customer line was rejected as role confusion and is regenerated."""
+
+OPENING_PROMPT = (
+    "You are a customer starting a chat with a support agent. Write your first message to the agent: one or "
+    "two short sentences in the first person (I, my) that say plainly what you want done, using the details "
+    "given below. You are the customer, not the agent: do not offer help, do not ask for anyone's details, "
+    "do not apologise. Write only the message, without quotes or labels."
+)
+"""System prompt of the opening-line request (the focused prompt)."""
 
 
 def _read_guideline(directory: Path, name: str) -> str:
@@ -99,18 +150,34 @@ def is_confirmation(text: str | None) -> bool:
     return bool(text) and bool(_CONFIRM_RE.match(text or ""))
 
 
-def stop_guard(conversation: Sequence[Message], content: str, stop: StopReason | None) -> tuple[str, StopReason | None]:
+def proposes_action(text: str | None) -> bool:
+    """Whether an agent line asks the customer for the go-ahead on an action ("Shall I cancel it?")."""
+    text = text or ""
+    return bool(_PROPOSAL_RE.search(text)) and ("?" in text or "yes" in text.lower())
+
+
+def is_refusal(text: str | None) -> bool:
+    """Whether an agent line refuses or says it cannot do something ("Sorry, I can't cancel that.")."""
+    return bool(text) and bool(_REFUSAL_RE.search(text or ""))
+
+
+def stop_guard(
+    conversation: Sequence[Message], content: str, stop: StopReason | None, *, nudges: bool = True
+) -> tuple[str, StopReason | None]:
     """Keep the customer from ending the conversation too early.
 
     A ``"stop"`` is turned into a continuing line when (a) the agent has not said anything yet, (b) the
-    customer confirms the agent's question in the same breath (the agent must act on it first), or (c)
-    the customer confirmed a request on the previous turn and the agent has made no tool call since.
-    Each confirmation gets one nudge at most, so a stuck agent cannot keep the episode alive forever.
+    customer confirms the agent's question in the same breath (the agent must act on it first), or (c),
+    with ``nudges`` on, the customer's previous line confirmed an action the agent had proposed, the agent
+    has made no tool call since and has not refused since: the customer then says :data:`NUDGE`. No nudge
+    follows a refusal, a customer question or a confirmation of nothing proposed, and each confirmation
+    gets one nudge at most, so a stuck agent cannot keep the episode alive forever.
 
     Args:
         conversation: The conversation so far (agent's view).
         content: The customer line without markers.
         stop: The reason parsed from the markers.
+        nudges: Whether rule (c) applies (``Semantics.user_nudges``; off in the peer profiles).
 
     Returns:
         The possibly corrected ``(content, stop)``.
@@ -125,20 +192,29 @@ def stop_guard(conversation: Sequence[Message], content: str, stop: StopReason |
         if isinstance(conversation[index], UserMessage):
             last_user = index
             break
-    acted = last_user is not None and any(
-        isinstance(m, AssistantMessage) and m.tool_calls for m in conversation[last_user + 1 :]
-    )
-    previous = conversation[last_user].content if last_user is not None else None  # type: ignore[union-attr]
-    pending = last_user is not None and is_confirmation(previous) and not acted
-    if pending:
-        if (previous or "").strip() == NUDGE:
-            return content, stop  # already nudged once: let the customer go
+    if nudges and last_user is not None and _nudge_due(conversation, last_user):
         return NUDGE, None
     last_agent = next((m for m in reversed(conversation) if isinstance(m, AssistantMessage) and m.content), None)
     asked = last_agent is not None and (last_agent.content or "").rstrip().endswith("?")
     if content and asked and is_confirmation(content):
         return content, None
     return content, stop
+
+
+def _nudge_due(conversation: Sequence[Message], last_user: int) -> bool:
+    """Rule (c) of :func:`stop_guard`: a confirmed proposal the agent neither acted on nor refused."""
+    previous = conversation[last_user].content or ""  # type: ignore[union-attr]
+    if previous.strip() == NUDGE or previous.rstrip().endswith("?") or not is_confirmation(previous):
+        return False  # nudged once already, a question, or not a yes
+    proposal = next(
+        (m for m in reversed(conversation[:last_user]) if isinstance(m, AssistantMessage) and m.content), None
+    )
+    if proposal is None or not proposes_action(proposal.content):
+        return False
+    since = [m for m in conversation[last_user + 1 :] if isinstance(m, AssistantMessage)]
+    if any(m.tool_calls for m in since):
+        return False
+    return not any(is_refusal(m.content) for m in since)
 
 
 AGENT_PREFIX = "Agent: "
@@ -191,6 +267,42 @@ def scenario_text(task: Task) -> str:
     return "\n".join(parts)
 
 
+def _reseed(seed: int | None, offset: int) -> int | None:
+    return None if seed is None else seed + offset
+
+
+def _unquote(text: str) -> str:
+    """A line without the quotes or label a model may wrap it in (``"Hi, ..."``, ``Message: ...``)."""
+    text = re.sub(r"^\s*(?:message|first message|customer message)\s*:\s*", "", text.strip(), flags=re.IGNORECASE)
+    if len(text) >= 2 and text[0] in "\"'“" and text[-1] in "\"'”":
+        text = text[1:-1].strip()
+    return text
+
+
+def fallback_line(task: Task, conversation: Sequence[Message]) -> str:
+    """A safe customer line built from the scenario, used when every sample was role confusion.
+
+    When the agent's last line asks for identifying details, the customer's known info in the first
+    person; otherwise the request restated.
+
+    Args:
+        task: The task.
+        conversation: The conversation so far.
+
+    Returns:
+        The line.
+
+    """
+    last_agent = next((m for m in reversed(conversation) if isinstance(m, AssistantMessage) and m.content), None)
+    known = task.scenario.known_info
+    if last_agent is not None and known and known.strip() and _ID_QUESTION_RE.search(last_agent.content or ""):
+        return first_person(" ".join(known.split()))
+    request = first_person(request_text(task)).strip()
+    if not request:
+        return REPEAT_FALLBACK
+    return f"To repeat what I need: {request[0].lower() + request[1:] if request[:2] != 'I ' else request}"
+
+
 def _transcript(flipped: Sequence[Mapping[str, Any]]) -> str:
     names = {"user": "Agent", "assistant": "Customer"}
     return "\n".join(f"{names[m['role']]}: {m['content']}" for m in flipped)
@@ -210,11 +322,15 @@ class LLMUser:
         temperature: Sampling temperature (None uses the client's default).
         max_checks: Verification rounds for ``verify`` / ``reflection``.
         greeting: The agent's assumed first line, shown to the model before the customer's opening.
+        nudges: Whether the stop guard may nudge an agent that did not act on a confirmed proposal
+            (``Semantics.user_nudges``: on in ``apigen``, off in the peer profiles).
+        max_regenerations: New samples of a line rejected as role confusion (or of an opening that does
+            not name the request) before the fallback line is used.
         guidelines_dir: Directory with ``user.md``, ``user_react.md``, ``user_verify.md`` and
             ``user_reflection.md``; defaults to the bundled guidelines.
 
     Raises:
-        ValueError: For an unknown strategy or a negative ``max_checks``.
+        ValueError: For an unknown strategy or a negative ``max_checks`` / ``max_regenerations``.
         DataFileError: When a guideline file cannot be read.
 
     """
@@ -228,18 +344,24 @@ class LLMUser:
         temperature: float | None = None,
         max_checks: int = 2,
         greeting: str = "Hi! How can I help you today?",
+        nudges: bool = True,
+        max_regenerations: int = 2,
         guidelines_dir: Path | str | None = None,
     ) -> None:
         if strategy not in get_args(Strategy):
             raise ValueError(f"unknown user strategy {strategy!r}; choose one of {', '.join(get_args(Strategy))}")
         if max_checks < 0:
             raise ValueError("max_checks must be >= 0")
+        if max_regenerations < 0:
+            raise ValueError("max_regenerations must be >= 0")
         self.client = client
         self.strategy = strategy
         self.name = name
         self.temperature = temperature
         self.max_checks = max_checks
         self.greeting = greeting
+        self.nudges = nudges
+        self.max_regenerations = max_regenerations
         directory = Path(guidelines_dir) if guidelines_dir is not None else GUIDELINES_DIR
         self._rules = _read_guideline(directory, "user.md")
         self._react = _read_guideline(directory, "user_react.md") if strategy == "react" else ""
@@ -258,6 +380,8 @@ class LLMUser:
             "strategy": self.strategy,
             "temperature": self.temperature,
             "max_checks": self.max_checks,
+            "nudges": self.nudges,
+            "max_regenerations": self.max_regenerations,
             "llm": config.public() if hasattr(config, "public") else type(self.client).__name__,
         }
 
@@ -294,42 +418,97 @@ class LLMUser:
     # ------------------------------------------------------------------ logic
     def plan(self, task: Task, conversation: Sequence[Message], *, seed: int | None = None) -> Plan[UserTurn]:
         """The turn as a plan of LLM requests (drive it with :func:`~apigen_envs.llm.run_plan`)."""
+        if not any(isinstance(m, UserMessage) for m in conversation):
+            return (yield from self.opening_plan(task, seed=seed))
         usage = Usage()
         flipped = flip_roles(conversation, self.greeting)
         messages = [{"role": "system", "content": self.system_prompt(task)}, *flipped]
+        agent_lines = [m.content for m in conversation if isinstance(m, AssistantMessage) and m.content][-2:]
+        rejected: list[dict[str, Any]] = []
+        content, stop = "", None
+        for attempt in range(self.max_regenerations + 1):
+            # A regeneration gets a new seed and the role reminder; the first sample uses the episode seed.
+            request = messages if attempt == 0 else [*messages, {"role": "system", "content": ROLE_REMINDER}]
+            line, spent = yield from self._sample(task, request, flipped, _reseed(seed, 100 * attempt))
+            usage = usage + spent
+            content, stop = split_markers(line)
+            confusion = role_confusion(content, agent_lines, customer_first_name(task))
+            if confusion is None:
+                break
+            rejected.append({"line": content, "why": confusion})
+        else:
+            content, stop = fallback_line(task, conversation), None
+        content, stop = stop_guard(conversation, content, stop, nudges=self.nudges)
+        if not content and stop is None:
+            content = REPEAT_FALLBACK
+        meta = {"rejected": rejected, "fallback": len(rejected) > self.max_regenerations} if rejected else None
+        return UserTurn(content=content, stop=stop, usage=usage, meta=meta)
 
-        def reseed(offset: int) -> int | None:
-            return None if seed is None else seed + offset
-
+    def _sample(
+        self,
+        task: Task,
+        messages: list[dict[str, Any]],
+        flipped: Sequence[Mapping[str, Any]],
+        seed: int | None,
+    ) -> Plan[tuple[str, Usage]]:
+        """One candidate line under the strategy (with its verify / reflection rounds) and its tokens."""
+        usage = Usage()
         completion = yield LLMRequest(messages, seed=seed, temperature=self.temperature)
         usage = usage + completion.usage
         line = self._line(completion.message.content)
         if self.strategy in ("verify", "reflection"):
             for attempt in range(self.max_checks):
                 verdict = yield LLMRequest(
-                    self._verify_request(task, flipped, line), seed=reseed(attempt), temperature=0.0
+                    self._verify_request(task, flipped, line), seed=_reseed(seed, attempt), temperature=0.0
                 )
                 usage = usage + verdict.usage
                 remarks = verdict.message.content or ""
                 if self._consistent(remarks):
                     break
                 if self.strategy == "verify":
-                    completion = yield LLMRequest(messages, seed=reseed(attempt + 1), temperature=self.temperature)
+                    completion = yield LLMRequest(
+                        messages, seed=_reseed(seed, attempt + 1), temperature=self.temperature
+                    )
                     usage = usage + completion.usage
                     line = self._line(completion.message.content)
                 else:
                     reflection = yield LLMRequest(
                         self._reflect_request(task, flipped, line, remarks),
-                        seed=reseed(attempt + 1),
+                        seed=_reseed(seed, attempt + 1),
                         temperature=self.temperature,
                     )
                     usage = usage + reflection.usage
                     line = self._after_label(reflection.message.content or "")
-        content, stop = split_markers(line)
-        content, stop = stop_guard(conversation, content, stop)
-        if not content and stop is None:
-            content = REPEAT_FALLBACK
-        return UserTurn(content=content, stop=stop, usage=usage)
+        return line, usage
+
+    def opening_messages(self, task: Task) -> list[dict[str, Any]]:
+        """The focused request for the opening line: the request and manner, nothing else."""
+        body = [f"What you want: {first_person(request_text(task)) or 'help with a request'}"]
+        persona = task.scenario.persona
+        if persona and persona.strip():
+            body.append(f"Your manner: {first_person(persona.strip())}")
+        body.append("Write your first message to the agent.")
+        return [{"role": "system", "content": OPENING_PROMPT}, {"role": "user", "content": "\n".join(body)}]
+
+    def opening_plan(self, task: Task, *, seed: int | None = None) -> Plan[UserTurn]:
+        """The customer's first line: the focused prompt, checked, regenerated, else the template.
+
+        A sample is kept when it names the request (:func:`names_request`), is not role confusion and
+        does not end the conversation; the turn's ``meta`` says ``"opening": "model"`` or
+        ``"template"`` and lists rejected samples.
+        """
+        usage = Usage()
+        rejected: list[dict[str, Any]] = []
+        messages = self.opening_messages(task)
+        for attempt in range(self.max_regenerations + 1):
+            completion = yield LLMRequest(messages, seed=_reseed(seed, 100 * attempt), temperature=self.temperature)
+            usage = usage + completion.usage
+            content, stop = split_markers(_unquote(completion.message.content or ""))
+            confusion = role_confusion(content, name=customer_first_name(task)) if content else "empty"
+            if confusion is None and stop is None and names_request(content, task):
+                return UserTurn(content=content, usage=usage, meta={"opening": "model", "rejected": rejected})
+            rejected.append({"line": content, "why": confusion or ("stop" if stop else "request_not_named")})
+        return UserTurn(content=template_opening(task), usage=usage, meta={"opening": "template", "rejected": rejected})
 
     def _line(self, text: str | None) -> str:
         text = (text or "").strip()

@@ -106,15 +106,18 @@ def test_markers_end_the_episode():
 
 
 def test_transfer_marker_not_guarded():
-    turn = LLMUser(ScriptedLLM(["###TRANSFER###"])).respond(TASK, [])
+    done = [*AGENT_ASKS, AssistantMessage(content="I will transfer you to a human agent.")]
+    turn = LLMUser(ScriptedLLM(["###TRANSFER###"])).respond(TASK, done)
     assert turn.stop == "transfer"
 
 
 def test_guard_stop_before_agent_spoke():
-    turn = LLMUser(ScriptedLLM(["###STOP###"])).respond(TASK, [])
-    assert turn.stop is None and turn.content == OPENING_FALLBACK
-    turn = LLMUser(ScriptedLLM(["Hi, I need a transfer. ###STOP###"])).respond(TASK, [])
-    assert turn.stop is None and turn.content == "Hi, I need a transfer."
+    assert stop_guard([], "", "stop") == (OPENING_FALLBACK, None)
+    assert stop_guard([], "Hi, I need a transfer.", "stop") == ("Hi, I need a transfer.", None)
+    # The opening never ends the episode: a marker there is rejected and, after retries, the template is said.
+    turn = LLMUser(ScriptedLLM(["###STOP###"], cycle=True)).respond(TASK, [])
+    assert turn.stop is None and turn.content == "Hi, I want to move $50 from acc_1001 to acc_1002."
+    assert turn.meta is not None and turn.meta["opening"] == "template"
 
 
 def test_guard_confirmation_with_stop_in_same_turn():
@@ -217,7 +220,7 @@ def test_client_errors_propagate_as_llm_error():
 
 
 def test_async_respond_matches_sync():
-    sync = LLMUser(ScriptedLLM(["Hello there."])).respond(TASK, [], seed=1)
-    llm = ScriptedLLM(["Hello there."])
+    sync = LLMUser(ScriptedLLM(["I'd like to move $50 to my other account."])).respond(TASK, [], seed=1)
+    llm = ScriptedLLM(["I'd like to move $50 to my other account."])
     turn = asyncio.run(LLMUser(llm).arespond(TASK, [], seed=1))
     assert turn == sync and llm.requests[0].seed == 1

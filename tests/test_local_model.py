@@ -344,3 +344,13 @@ def test_signal_handlers_are_restored() -> None:
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_default_threads_one_on_a_busy_machine(monkeypatch):
+    from apigen_envs.local_model import THREADS_ENV, default_threads
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert default_threads(cores=2, load=0.3) == 2
+    assert default_threads(cores=2, load=7.5) == 1
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert default_threads(cores=2, load=7.5) == 3

@@ -45,7 +45,9 @@ def add_trajectories_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="kept trajectories (Episode JSONL)")
     p.add_argument("--trials", type=int, default=3, help="attempts per blueprint")
     p.add_argument("--stop-after", type=int, default=None, help="stop a blueprint after N distinct successes")
-    p.add_argument("--max-infra-retries", type=int, default=2)
+    p.add_argument(
+        "--max-infra-retries", type=int, default=2, help="re-runs of an attempt that failed for infrastructure reasons"
+    )
     p.add_argument("--agent", choices=AGENTS, default="tool_calling")
     p.add_argument("--examples", help="few-shot examples (episodes JSONL) for --agent fewshot")
     p.add_argument("--user", choices=USERS, default="llm")
@@ -56,12 +58,12 @@ def add_trajectories_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", default=os.environ.get("APIGEN_MODEL", "local"))
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY")
-    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument(
+        "--temperature", type=float, default=0.7, help="agent sampling temperature, per-episode seeds (default: 0.7)"
+    )
     p.add_argument("--user-model", default=None)
     p.add_argument("--user-base-url", default=None)
-    p.add_argument(
-        "--user-temperature", type=float, default=None, help="default 0, or 0.7 with --best-of-n > 1 (diversity)"
-    )
+    p.add_argument("--user-temperature", type=float, default=0.7, help="customer sampling temperature (default: 0.7)")
     p.add_argument("--no-local", dest="local_auto", action="store_false", help="never start the local model")
     p.add_argument("--max-turns", type=int, default=30)
     p.add_argument("--concurrency", type=int, default=32)
@@ -86,7 +88,12 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="export episodes as ShareGPT (APIGen-MT-5k), OpenAI messages or a Hugging Face parquet dataset",
     )
     p.add_argument("episodes", nargs="+", help="episode JSONL files (e.g. phase-2 trajectories)")
-    p.add_argument("--format", choices=("sharegpt", "openai", "hf"), default="sharegpt")
+    p.add_argument(
+        "--format",
+        choices=("sharegpt", "openai", "hf"),
+        default="sharegpt",
+        help="record format; hf writes a Parquet dataset (needs a .parquet --out)",
+    )
     p.add_argument("--hf-format", choices=("sharegpt", "openai"), default="sharegpt", help="row format for --format hf")
     p.add_argument("--out", required=True, help="output file (.json: one list; .jsonl; .parquet for hf)")
     p.add_argument("--all", dest="only_passed", action="store_false", help="also export failed episodes")
@@ -146,8 +153,6 @@ def cmd_trajectories(args: argparse.Namespace) -> int:
     if args.stop_after is not None and args.stop_after < 1:
         print("error: --stop-after must be >= 1", file=sys.stderr)
         return 2
-    if args.user_temperature is None:
-        args.user_temperature = 0.7 if args.best_of_n > 1 else 0.0
     domain = domain_of(args)
     tasks = _select_blueprints(args, domain)
     if not tasks:
@@ -219,10 +224,12 @@ def _pct(value: float | None) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     """Export episode files to a training format."""
     from apigen_envs.episodes_io import load_episodes
-    from apigen_envs.export import build_records, export_hf, export_openai, export_sharegpt
+    from apigen_envs.export import build_records, check_hf_path, export_hf, export_openai, export_sharegpt
 
-    episodes = load_episodes(args.episodes)
     out = Path(args.out)
+    if args.format == "hf":
+        check_hf_path(out)  # before reading any episode: the name is wrong whatever they hold
+    episodes = load_episodes(args.episodes)
     if args.format == "hf":
         dataset = export_hf(
             episodes,

@@ -1,0 +1,312 @@
+"""Checks and fallbacks for simulated customer lines: the opening request and role confusion.
+
+Small models asked to play a customer often play the agent instead ("I'm sorry, but I don't have enough
+information to cancel your order.", "Could you provide your order id?") and then echo the agent for the
+rest of the episode. This module holds the plain-text pieces the LLM customer uses against that:
+
+* :func:`request_text` and :func:`template_opening`: the customer's request in the first person, from the
+  scenario's structured fields (or the instruction when they are absent), used when the model's opening
+  does not name the request.
+* :func:`names_request`: whether a line names the request (shares a request keyword with it).
+* :func:`role_confusion`: the classifier of lines a customer would not say (see its docstring for the
+  exact rules; the same rules are what ``scripts/measure_customer.py`` counts as agent-speak).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+from apigen_envs.task import Task
+
+Confusion = Literal["agent_speak", "asks_customer_details", "apologises_lacking_info", "echo"]
+"""Why a customer line was classified as role confusion."""
+
+# Phrases only the agent's side says: offering help, acting on the account, verifying the caller.
+_AGENT_SPEAK = re.compile(
+    r"\bhow (?:can|may|could) i (?:help|assist)\b|\bwhat can i do for you\b|\bis there anything else i can\b"
+    r"|\b(?:i'?d|i would|i'?ll|i will|i am|i'?m) (?:be )?(?:happy|glad) to (?:help|assist)\b"
+    r"|\bi can (?:help|assist) you\b|\bthank you for (?:contacting|reaching out|your patience|choosing)\b"
+    r"|\blet me (?:check|look|pull|verify|find|see if i can)\b(?! (?:up |into |at |in |on )?my\b)"
+    r"|\bi have (?:cancelled|canceled|updated|processed|"
+    r"modified|changed|exchanged|returned|booked|issued)\b|\b(?:your|the) (?:order|reservation|request|refund|"
+    r"exchange|return) has been (?:cancelled|canceled|updated|processed|modified|placed|changed|booked)\b"
+    r"|\bto (?:verify|authenticate|confirm) your identity\b|\bas an ai\b|\bi am an ai\b|\bhello,? (?:dear )?customer\b"
+    r"|\bdear customer\b|\bwelcome to\b|\b(?:i'?m|i am|so) sorry to hear\b|\bi understand (?:your|how)\b",
+    re.IGNORECASE,
+)
+
+# The customer asking the agent for details only the customer has.
+_ASKS_DETAILS = re.compile(
+    r"\b(?:could|can|would|will) you (?:please )?(?:provide|give|share|tell|send|confirm)(?: me)? (?:with )?"
+    r"(?:your|the customer'?s?)\b"
+    r"|\bwhat(?:'s| is| are) your (?:name|full name|email|e-mail|zip|zip code|user id|order|order id|order number|"
+    r"reservation|reservation id|address|payment|account|date of birth)\b"
+    r"|\b(?:please )?(?:provide|give|share|tell) me (?:with )?your\b"
+    r"|\bi (?:will )?need your\b(?! (?:help|assistance|support))"
+    r"|\bmay i (?:have|ask for|know) your\b|\bplease (?:provide|share|confirm|give) your\b",
+    re.IGNORECASE,
+)
+
+# Apologising for lacking information or access: the model's own voice, not the customer's.
+_APOLOGISES = re.compile(
+    r"\b(?:sorry|apologi[sz]e)\b[^.?!]{0,60}\b(?:don'?t|do not|cannot|can'?t)\s+(?:have|access)\s+(?:enough|sufficient|"
+    r"access|any information|the information|information|the details|details about|the ability)\b"
+    r"|\b(?:enough|sufficient|the necessary) (?:information|details|context) to\b"
+    r"|\bi (?:don'?t|do not) have access\b|\bi(?:'m| am) (?:unable|not able) to (?:assist|help|access)\b"
+    r"|\bi (?:cannot|can'?t) (?:assist|help) (?:you|with)\b",
+    re.IGNORECASE,
+)
+
+_WORD_RE = re.compile(r"[a-z0-9]+")
+
+# Words that name what a customer wants done (stems, matched at word starts). A line names the request
+# when it shares one of the request's stems; an id alone ("#W123") does not say what is wanted.
+_REQUEST_STEMS = (
+    "cancel",
+    "return",
+    "refund",
+    "exchang",
+    "swap",
+    "replac",
+    "switch",
+    "modif",
+    "chang",
+    "updat",
+    "address",
+    "pay",
+    "paypal",
+    "card",
+    "gift",
+    "book",
+    "flight",
+    "reservation",
+    "seat",
+    "cabin",
+    "upgrad",
+    "bag",
+    "luggage",
+    "compensat",
+    "certificate",
+    "passenger",
+    "insurance",
+    "status",
+    "track",
+    "deliver",
+    "ship",
+    "order",
+    "item",
+    "price",
+    "cost",
+    "money",
+    "amount",
+    "total",
+    "human",
+    "transfer",
+    "help",
+)
+_GENERIC_STEMS = frozenset({"order", "item", "help"})  # too common to name a request on their own
+
+
+def _stems(text: str) -> set[str]:
+    words = _WORD_RE.findall(text.lower())
+    found = {stem for stem in _REQUEST_STEMS for w in words if w.startswith(stem)}
+    return found
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
+
+
+_SECTION_RE = re.compile(r"^\s*reason for call\s*:\s*\n?(.*?)(?:\n\s*\n|\Z)", re.IGNORECASE | re.DOTALL | re.MULTILINE)
+_WANT_RE = re.compile(r"\b(?:want|would like|need|wish|ask|hope|are (?:thinking|trying|looking)|plan)\b", re.I)
+
+
+def request_text(task: Task) -> str:
+    """What the customer wants, in the scenario's words (second person, as instructions are written).
+
+    The structured ``reason_for_call`` when present; else the instruction's "Reason for call:" section;
+    else the instruction's sentences that say what "you want".
+
+    Args:
+        task: The task.
+
+    Returns:
+        The request text (possibly empty for an instruction that states no wish).
+
+    """
+    scenario = task.scenario
+    if scenario.reason_for_call and scenario.reason_for_call.strip():
+        return " ".join(scenario.reason_for_call.split())
+    match = _SECTION_RE.search(scenario.instruction)
+    if match and match.group(1).strip():
+        return " ".join(match.group(1).split())
+    sentences = _sentences(scenario.instruction)
+    wanted = [s for s in sentences if _WANT_RE.search(s)]
+    if not wanted:
+        # "You are Ana (...). Move $50 from acc_1 to acc_2.": the sentences after who the customer is.
+        wanted = [s for s in sentences if not re.match(r"(?:you are|your name|persona)\b", s, re.IGNORECASE)]
+    return " ".join(wanted[:2])
+
+
+_PRONOUNS = (
+    (r"\byou are\b", "I am"),
+    (r"\byou were\b", "I was"),
+    (r"\byou'?re\b", "I'm"),
+    (r"\byou'?ve\b", "I've"),
+    (r"\byou'?d\b", "I'd"),
+    (r"\byou'?ll\b", "I'll"),
+    (r"\byourself\b", "myself"),
+    (r"\byours\b", "mine"),
+    (r"\byour\b", "my"),
+    # "you" after a preposition or a verb taking an object is "me"; elsewhere it is the subject "I".
+    (
+        r"\b(to|for|with|from|about|give|gives|gave|send|sent|offer|offers|offered|tell|told|ask|asks|asked|"
+        r"let|lets|help|helps|charge|charged|refund|refunded|cost|costs|get) you\b",
+        r"\1 me",
+    ),
+    (r"\byou\b", "I"),
+)
+
+
+def first_person(text: str) -> str:
+    """Rewrite a second-person scenario sentence ("You want your order cancelled") in the first person.
+
+    Args:
+        text: Scenario text addressed to the customer.
+
+    Returns:
+        The same text as the customer would say it ("I want my order cancelled").
+
+    """
+    out = text
+    for pattern, repl in _PRONOUNS:
+        out = re.sub(pattern, lambda m, r=repl: _case_like(m, m.expand(r)), out, flags=re.IGNORECASE)
+    # "I" stays upper case even mid-sentence; "My" mid-sentence is lower case again.
+    out = re.sub(r"(?<=[a-z,;:] )My\b", "my", out)
+    return out
+
+
+def _case_like(match: re.Match[str], replacement: str) -> str:
+    if match.group(0)[:1].isupper() and replacement[:1].islower():
+        return replacement[:1].upper() + replacement[1:]
+    return replacement
+
+
+def template_opening(task: Task) -> str:
+    """The plain opening line: a greeting and the request in the first person.
+
+    Args:
+        task: The task.
+
+    Returns:
+        For example ``"Hi, I want to cancel order #W1832943 because I ordered it by mistake."``.
+
+    """
+    request = first_person(request_text(task)).strip()
+    if not request:
+        return "Hi, I need some help with a request."
+    if request[-1] not in ".!?":
+        request += "."
+    if not re.match(r"(?:I|I'm|I've|I'd|My|For|On|In|At|After|Since|The|A|An|This|Hi|Hello)\b", request):
+        request = "I want to " + request[0].lower() + request[1:]  # an imperative ("Move $50 ...")
+    return f"Hi, {request[0].lower() + request[1:] if request[:2] != 'I ' else request}"
+
+
+def names_request(line: str, task: Task) -> bool:
+    """Whether a customer line names the task's request.
+
+    The rule: the line shares at least one request keyword (a stem such as ``cancel``, ``return``,
+    ``exchang``, ``address``, ``flight``) with :func:`request_text`; the generic
+    stems ``order``, ``item`` and ``help`` count only when the request has no other stem.
+
+    Args:
+        line: The customer's line.
+        task: The task.
+
+    Returns:
+        True when the request is named (also True when the request has no keyword at all).
+
+    """
+    wanted = _stems(request_text(task))
+    specific = wanted - _GENERIC_STEMS
+    if specific:
+        wanted = specific
+    if not wanted:
+        return True
+    return bool(wanted & _stems(line))
+
+
+def _tokens(text: str) -> set[str]:
+    return set(_WORD_RE.findall(text.lower()))
+
+
+def is_echo(line: str, agent_lines: Iterable[str]) -> bool:
+    """Whether a line repeats one of the agent's lines (token-set Jaccard >= 0.8, at least 4 words)."""
+    mine = _tokens(line)
+    if len(mine) < 4:
+        return False
+    for other in agent_lines:
+        theirs = _tokens(other)
+        if theirs and len(mine & theirs) / len(mine | theirs) >= 0.8:
+            return True
+    return False
+
+
+_NAME_RE = re.compile(r"\b(?i:you are|my name is|i am|i'm)\s+([A-Z][a-z]+)")
+
+
+def customer_first_name(task: Task) -> str | None:
+    """The customer's first name from the scenario ("You are Chloe Nelson." -> ``"Chloe"``), if stated."""
+    for text in (task.scenario.persona, task.scenario.known_info, task.scenario.instruction):
+        match = _NAME_RE.search(text or "")
+        if match and match.group(1) not in {"I", "A", "The", "In", "Calm", "Polite"}:
+            return match.group(1)
+    return None
+
+
+def greets_self(line: str, name: str | None) -> bool:
+    """Whether the line greets the customer by their own name ("Hi there, Chloe."): the agent's greeting."""
+    if not name:
+        return False
+    pattern = rf"^\W*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b(?: there)?,?\s+{re.escape(name)}\b"
+    return bool(re.match(pattern, line, re.IGNORECASE))
+
+
+def role_confusion(line: str, agent_lines: Iterable[str] = (), name: str | None = None) -> Confusion | None:
+    """Classify a customer line that speaks from the agent's side.
+
+    Rules (regular expressions, case-insensitive; the first that matches wins):
+
+    * ``agent_speak``: offering help ("how can I help", "happy to assist", "is there anything else I
+      can"), acting on the account ("let me check", "I have cancelled", "your order has been
+      processed"), verifying the caller ("to verify your identity"), the agent's empathy ("I'm sorry to hear", "I
+      understand your frustration"), speaking as an AI or a shop, or
+      greeting the customer by their own ``name`` ("Hi there, Chloe.").
+    * ``asks_customer_details``: asking the agent for the customer's own details ("could you provide
+      your", "what is your email/order id/zip", "I need your").
+    * ``apologises_lacking_info``: apologising for lacking information or access ("I'm sorry, but I
+      don't have enough information", "I don't have access").
+    * ``echo``: the line repeats one of ``agent_lines`` (see :func:`is_echo`).
+
+    Args:
+        line: The customer's line (markers removed).
+        agent_lines: The agent's recent lines, for the echo rule.
+        name: The customer's first name (:func:`customer_first_name`), for the self-greeting rule.
+
+    Returns:
+        The kind of confusion, or None for a line a customer could say.
+
+    """
+    if not line.strip():
+        return None
+    if _AGENT_SPEAK.search(line) or greets_self(line, name):
+        return "agent_speak"
+    if _ASKS_DETAILS.search(line):
+        return "asks_customer_details"
+    if _APOLOGISES.search(line):
+        return "apologises_lacking_info"
+    if is_echo(line, agent_lines):
+        return "echo"
+    return None

@@ -1,0 +1,209 @@
+"""The customer that states its business: opening line, role-confusion classifier, nudge rules."""
+
+import pytest
+
+from apigen_envs.fake_server import ScriptedServer
+from apigen_envs.llm import LLMConfig, OpenAIClient, ScriptedLLM
+from apigen_envs.messages import AssistantMessage, ToolCall, ToolMessage, UserMessage
+from apigen_envs.registry import load_domain
+from apigen_envs.simulators.customer_lines import (
+    first_person,
+    names_request,
+    request_text,
+    role_confusion,
+    template_opening,
+)
+from apigen_envs.simulators.llm_user import NUDGE, LLMUser, fallback_line, stop_guard
+from apigen_envs.task import Task, UserScenario
+
+TASK = Task(
+    id="t",
+    domain="retail",
+    scenario=UserScenario(
+        instruction="Persona:\nYou are Wei.\n\nReason for call:\nYou want to cancel order #W1.",
+        persona="You are Wei. You are calm.",
+        reason_for_call="You want to cancel order #W1 because you no longer need it.",
+        known_info="Your name is Wei Ivanov and your email is wei@example.com.",
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        ("I'm sorry, but I don't have enough information to cancel your order.", "apologises_lacking_info"),
+        ("Hi! How can I help you today?", "agent_speak"),
+        ("I'd be happy to help you with that.", "agent_speak"),
+        ("Let me check that for you.", "agent_speak"),
+        ("I am sorry to hear that my flight HAT200 was cancelled.", "agent_speak"),
+        ("Your order has been cancelled.", "agent_speak"),
+        ("Could you please provide your order id?", "asks_customer_details"),
+        ("What is your email address?", "asks_customer_details"),
+        ("I don't have access to your account.", "apologises_lacking_info"),
+        # Customer speech, including admitting a missing detail, is fine.
+        ("Sorry, I don't have my order number at hand.", None),
+        ("Let me check my email.", None),
+        ("I need your help to cancel an order.", None),
+        ("My email is wei@example.com.", None),
+        ("Yes, please go ahead.", None),
+        ("", None),
+    ],
+)
+def test_role_confusion_classifier(line, kind):
+    assert role_confusion(line) == kind
+
+
+def test_greeting_oneself_by_name_is_agent_speak():
+    from apigen_envs.simulators.customer_lines import customer_first_name
+
+    assert customer_first_name(TASK) == "Wei"
+    assert role_confusion("Hi there, Wei. I'm looking to return my laptop.", name="Wei") == "agent_speak"
+    assert role_confusion("Hi, I'm Wei and I want to cancel an order.", name="Wei") is None
+
+
+def test_echo_of_the_agent_is_confusion():
+    agent = "Could you tell me the reason for cancelling order W1 today"
+    assert role_confusion("could you tell me the reason for cancelling order W1 today?", [agent]) == "echo"
+    assert role_confusion("I no longer need it.", [agent]) is None
+
+
+def test_first_person_and_template_opening():
+    assert first_person("You moved and want your address changed.") == "I moved and want my address changed."
+    assert first_person("The agent may offer you a refund.") == "The agent may offer me a refund."
+    assert template_opening(TASK) == "Hi, I want to cancel order #W1 because I no longer need it."
+    no_fields = Task(id="x", domain="mock", scenario=UserScenario(instruction="You are Ana. Move $50 to acc_2."))
+    assert request_text(no_fields) == "Move $50 to acc_2."
+    assert template_opening(no_fields) == "Hi, I want to move $50 to acc_2."
+
+
+def test_names_request():
+    assert names_request("Hi, I'd like to cancel an order.", TASK)
+    assert not names_request("About order #W1 please.", TASK)  # an id alone does not say what is wanted
+    assert not names_request("Hi, I have a problem.", TASK)
+
+
+def test_template_names_the_request_for_every_embedded_task():
+    # The fallback must itself pass the measure, for every task that has a request.
+    for name in ("retail", "airline"):
+        for task in load_domain(name).task_list(None):
+            opening = template_opening(task)
+            assert names_request(opening, task), (task.id, opening)
+            assert role_confusion(opening) is None, (task.id, opening)
+
+
+def test_opening_uses_focused_prompt_and_keeps_a_good_line():
+    llm = ScriptedLLM(['"Hello, I want to cancel my order W1, I don\'t need it anymore."'])
+    turn = LLMUser(llm, temperature=0.7).respond(TASK, [], seed=3)
+    assert turn.content == "Hello, I want to cancel my order W1, I don't need it anymore."
+    assert turn.meta == {"opening": "model", "rejected": []}
+    system, user = llm.requests[0].messages
+    assert "first message" in system["content"] and "not the agent" in system["content"]
+    assert "I want to cancel order #W1" in user["content"]  # the request, in the first person
+    assert llm.requests[0].seed == 3 and llm.requests[0].temperature == 0.7
+
+
+def test_opening_regenerates_then_falls_back_to_template():
+    bad = "I'm sorry, but I don't have enough information to cancel your order."
+    llm = ScriptedLLM([bad, "Hi there.", "I want to cancel order W1."])
+    turn = LLMUser(llm, max_regenerations=2).respond(TASK, [], seed=10)
+    assert turn.content == "I want to cancel order W1." and turn.meta["opening"] == "model"
+    assert [r["why"] for r in turn.meta["rejected"]] == ["apologises_lacking_info", "request_not_named"]
+    assert [r.seed for r in llm.requests] == [10, 110, 210]
+    llm = ScriptedLLM([bad], cycle=True)
+    turn = LLMUser(llm, max_regenerations=1).respond(TASK, [])
+    assert turn.content == template_opening(TASK) and turn.meta["opening"] == "template" and llm.calls == 2
+
+
+def test_later_line_regenerated_with_reminder_then_fallback():
+    conversation = [
+        UserMessage(content="Hi, I want to cancel an order."),
+        AssistantMessage(content="Sure. Could you give me your name and email to verify your identity?"),
+    ]
+    llm = ScriptedLLM(["Could you please provide your name and email?", "I'm Wei Ivanov, wei@example.com."])
+    turn = LLMUser(llm).respond(TASK, conversation, seed=1)
+    assert turn.content == "I'm Wei Ivanov, wei@example.com."
+    assert turn.meta["rejected"][0]["why"] == "asks_customer_details" and not turn.meta["fallback"]
+    assert "you are the CUSTOMER" in llm.requests[1].messages[-1]["content"]
+    # Every sample confused: the fallback gives the known info the agent asked for.
+    llm = ScriptedLLM(["How can I help you?"], cycle=True)
+    turn = LLMUser(llm, max_regenerations=2).respond(TASK, conversation)
+    assert turn.content == "My name is Wei Ivanov and my email is wei@example.com." and turn.meta["fallback"]
+    assert llm.calls == 3
+    assert fallback_line(TASK, [AssistantMessage(content="Anything else?")]).startswith("To repeat what I need")
+
+
+def test_fake_server_episode_of_a_confused_model_stays_in_role():
+    """Through the real HTTP client: a model that plays the agent never gets its lines said."""
+    replies = ["How may I assist you today?"] * 3 + ["I want to cancel order W1, please."]
+    with ScriptedServer(replies) as server:
+        client = OpenAIClient(LLMConfig(model="scripted", base_url=server.base_url), api_key="x")
+        turn = LLMUser(client, temperature=0.7).respond(TASK, [], seed=7)
+        assert turn.content == template_opening(TASK)
+        later = LLMUser(client).respond(TASK, [UserMessage(content=turn.content), AssistantMessage(content="Ok?")])
+        assert later.content == "I want to cancel order W1, please."
+        assert server.request_count == 4
+
+
+PROPOSED = [
+    UserMessage(content="Hi, I want to cancel order #W1."),
+    AssistantMessage(content="I can cancel order #W1 for 'no longer needed'. Shall I proceed (yes/no)?"),
+    UserMessage(content="Yes, please."),
+]
+
+
+def test_nudge_only_after_a_confirmed_proposal_not_acted_on():
+    assert stop_guard([*PROPOSED, AssistantMessage(content="Great, anything else?")], "Bye", "stop") == (NUDGE, None)
+    # Off in the peer profiles.
+    assert stop_guard([*PROPOSED, AssistantMessage(content="Great!")], "Bye", "stop", nudges=False) == ("Bye", "stop")
+    # The agent acted.
+    acted = [
+        *PROPOSED,
+        AssistantMessage(tool_calls=(ToolCall(id="c", name="cancel_pending_order", arguments={}),)),
+        ToolMessage(tool_call_id="c", name="cancel_pending_order", content="{}"),
+        AssistantMessage(content="Done."),
+    ]
+    assert stop_guard(acted, "Thanks, bye", "stop") == ("Thanks, bye", "stop")
+
+
+def test_no_nudge_after_refusal_question_or_nothing_proposed():
+    refused = [*PROPOSED, AssistantMessage(content="Sorry, I cannot cancel a delivered order.")]
+    assert stop_guard(refused, "Okay, bye.", "stop") == ("Okay, bye.", "stop")
+    asked = [
+        UserMessage(content="Hi."),
+        AssistantMessage(content="Shall I look up your order?"),
+        UserMessage(content="Yes, but how much would I get back?"),
+        AssistantMessage(content="You would get $20 back."),
+    ]
+    assert stop_guard(asked, "Thanks.", "stop") == ("Thanks.", "stop")
+    info = [
+        UserMessage(content="What is the status of my order?"),
+        AssistantMessage(content="It was delivered yesterday."),
+        UserMessage(content="Ok thanks."),
+        AssistantMessage(content="You're welcome."),
+    ]
+    assert stop_guard(info, "Bye.", "stop") == ("Bye.", "stop")
+
+
+def test_llm_user_nudges_setting_is_recorded_and_used():
+    conversation = [*PROPOSED, AssistantMessage(content="Great.")]
+    assert LLMUser(ScriptedLLM(["Bye ###STOP###"])).respond(TASK, conversation).content == NUDGE
+    user = LLMUser(ScriptedLLM(["Bye ###STOP###"]), nudges=False)
+    assert user.public()["nudges"] is False
+    assert user.respond(TASK, conversation).stop == "stop"
+
+
+def test_measure_script_counts_openings_and_confusion():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "measure_customer.py"
+    spec = importlib.util.spec_from_file_location("measure_customer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # A model that always plays the agent: every opening falls back to the template, no line is said confused.
+    llm = ScriptedLLM(["How can I help you today?"], cycle=True)
+    result = module.measure(llm, 4, temperature=0.7, seed=0, turns=1)
+    assert result["episodes"] == 4 and result["opening_names_request"] == 1.0
+    assert result["opening_by_template"] == 4 and result["said_lines_classified_confused"] == 0
+    assert result["raw_rejections_by_kind"]["agent_speak"] > 0
+    assert module.rescore(result)["rescored"] is True
