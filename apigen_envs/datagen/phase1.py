@@ -304,7 +304,7 @@ class Phase1Pipeline:
             return Evaluation(None, tuple(results), diff=diff)
         task = draft_task(proposal, self.domain.name, task_id)
         for stage in (
-            lambda: check_policy_stage(trace, self.rules),
+            lambda: check_policy_stage(trace, self.rules, proposal),
             lambda: check_triviality(task, snapshot, tools, semantics),
             lambda: dedup.check(task),
         ):
@@ -368,6 +368,10 @@ class Phase1Pipeline:
         for key in ("model", "template_id", "recombined_from", "instruction_writer"):
             if key in proposal.extra:
                 prov[key] = proposal.extra[key]
+        template = proposal.extra.get("template_provenance") or {}
+        for key in ("family", "refusal"):
+            if key in template:
+                prov[key] = template[key]
         return prov
 
     def run(self, config: Phase1Config) -> Phase1Result:
