@@ -37,6 +37,18 @@ ROLES: tuple[str, ...] = (
     "a newly retired couple's organiser",
 )
 MOODS: tuple[str, ...] = (
+    "Grumpy today.",
+    "You sound sleepy.",
+    "Upbeat, almost too upbeat.",
+    "You are nervous about money.",
+    "Sarcastic at times.",
+    "Quiet and hesitant.",
+    "You hate waiting.",
+    "Kind but scatterbrained.",
+    "Very matter-of-fact.",
+    "You get flustered easily.",
+    "Relaxed; no rush at all.",
+    "You are annoyed but try to stay civil.",
     "You are patient and polite.",
     "You are short on time and a little irritable.",
     "You are cheerful and like small talk.",
@@ -51,6 +63,14 @@ MOODS: tuple[str, ...] = (
     "You are distracted and sometimes need a question asked twice.",
 )
 STYLES: tuple[str, ...] = (
+    "Short replies.",
+    "Lots of exclamation marks!",
+    "You mix in a few words of Spanish.",
+    "You ramble.",
+    "You repeat key numbers back.",
+    "You never use contractions.",
+    "Emoji-free but chatty.",
+    "You prefer bullet-point answers.",
     "You type in lower case and skip punctuation.",
     "You give one piece of information at a time, only when it is asked for.",
     "You tend to over-explain the background of your problem.",
@@ -115,7 +135,23 @@ def confirm_line(rng: random.Random) -> str | None:
             "Give the go-ahead after checking the details.",
             "You will confirm once everything matches.",
             "Okay it when prompted.",
-            "A clear yes from you once it is summarised.",
+            "Yes, once summarised.",
+            "Fine to confirm.",
+            "Then confirm.",
             "Consent after hearing the details.",
+        )
+    )
+
+
+def card(rng: random.Random, brand: str, last_four: str) -> str:
+    """A credit card as the customer names it, in one of several ways."""
+    return rng.choice(
+        (
+            f"your {brand} credit card ending in {last_four}",
+            f"the {brand} ending {last_four}",
+            f"your {brand} (last four {last_four})",
+            f"the {brand} card, {last_four}",
+            f"your {brand} x{last_four}",
+            f"the {brand} that ends with {last_four}",
         )
     )

@@ -108,9 +108,11 @@ def describe_address(a: dict[str, str]) -> str:
     return f"{a['address1']}{line2}, {a['city']}, {a['state']} {a['zip']}, {a['country']}"
 
 
-def describe_method(method: Row) -> str:
-    """A payment method as the customer would name it."""
+def describe_method(method: Row, rng: random.Random | None = None) -> str:
+    """A payment method as the customer would name it (phrased variously when given a random source)."""
     if method["source"] == "credit_card":
+        if rng is not None:
+            return voice.card(rng, method["brand"], method["last_four"]).removeprefix("your ").removeprefix("the ")
         return f"{method['brand']} credit card ending in {method['last_four']}"
     if method["source"] == "gift_card":
         return "gift card"
@@ -249,7 +251,7 @@ def _start(view: DBView, rng: random.Random, user_id: str) -> Draft:
                 f"Zip code {zip_code}; full name {first} {last}.",
                 f"{first} {last}, living in {zip_code}.",
                 f"Postal code {zip_code}, name {first} {last}.",
-                f"You can give your name ({first} {last}) and your zip ({zip_code}).",
+                f"{first} {last}; zip {zip_code}.",
                 f"Home zip: {zip_code}. Name: {first} {last}.",
             )
         )
@@ -260,7 +262,7 @@ def _start(view: DBView, rng: random.Random, user_id: str) -> Draft:
                     "Which e-mail? You have no idea.",
                     "You can't recall the e-mail you used.",
                     "The e-mail address escapes you.",
-                    "You have too many inboxes to know which one.",
+                    "Too many inboxes.",
                     "No e-mail to give.",
                 )
             )
@@ -327,7 +329,7 @@ def _describe_swap(draft: Draft, item: Row, new: Row) -> str:
 
 
 def _pay_line(draft: Draft, method: Row, diff: float) -> None:
-    where = describe_method(method)
+    where = describe_method(method, draft.rng)
     if diff > 0:
         draft.if_asked.append(
             draft.say(
@@ -496,9 +498,9 @@ def _modify_order_payment(draft: Draft) -> bool:
     ref = draft.look_up_order(order)
     draft.wants.append(
         draft.say(
-            f"You want to pay for {ref} with your {describe_method(method)} instead.",
-            f"Move the payment of {ref} over to your {describe_method(method)}.",
-            f"You would rather have {ref} charged to your {describe_method(method)}.",
+            f"You want to pay for {ref} with your {describe_method(method, draft.rng)} instead.",
+            f"Move the payment of {ref} over to your {describe_method(method, draft.rng)}.",
+            f"You would rather have {ref} charged to your {describe_method(method, draft.rng)}.",
         )
     )
     draft.call("modify_pending_order_payment", order_id=order["order_id"], payment_method_id=method_id)
@@ -512,7 +514,7 @@ def _modify_user_address(draft: Draft) -> bool:
     draft.wants.append(
         draft.say(
             f"You moved and want your default address changed to {describe_address(new)}.",
-            f"Your profile address is out of date; the new one is {describe_address(new)}.",
+            f"New home address: {describe_address(new)}.",
             f"Update the address on your account to {describe_address(new)}.",
             f"You recently relocated to {describe_address(new)} and want the account to show it.",
         )
@@ -545,7 +547,7 @@ def _return(draft: Draft, tell_amount: bool = False, order: Row | None = None) -
     where = (
         draft.say("the original payment method", "the card you paid with", "wherever the money came from")
         if method_id == original
-        else f"your {describe_method(method)}"
+        else f"your {describe_method(method, draft.rng)}"
     )
     draft.wants.append(
         draft.say(
@@ -727,7 +729,7 @@ def _cancel_or_return(draft: Draft) -> bool:
     draft.look_up_order(order, hint)
     if order["status"] == "pending":
         reason = draft.rng.choice(tuple(REASON_TEXT))
-        draft.if_asked.append(f"Your reason for cancelling: {draft.rng.choice(REASON_VOICE[reason])}.")
+        draft.if_asked.append(draft.say("Why cancel? ", "Reason: ", "Because ") + f"{draft.rng.choice(REASON_VOICE[reason])}.")
         draft.call("cancel_pending_order", order_id=order["order_id"], reason=reason)
         return True
     original = order["payment_history"][0]["payment_method_id"] if order["payment_history"] else None
@@ -929,9 +931,9 @@ def _refuse_refund_elsewhere(draft: Draft) -> bool:
     draft.wants.append(
         draft.say(
             f"You want to return the {item['name'].lower()} from {ref}, but only if the refund goes to your "
-            f"{describe_method(method)}. If that is not possible, you keep the item; just ask how much you "
+            f"{describe_method(method, draft.rng)}. If that is not possible, you keep the item; just ask how much you "
             "would have got back.",
-            f"Return the {item['name'].lower()} in {ref} with the money on your {describe_method(method)} - "
+            f"Return the {item['name'].lower()} in {ref} with the money on your {describe_method(method, draft.rng)} - "
             "nowhere else. If the agent won't, do not return it, but ask what the refund would have been.",
         )
     )
