@@ -138,6 +138,14 @@ def check_execution(
         for out in proposal.outputs:
             if not output_derivable(out, trace):
                 reasons.append(f"output {out!r} does not appear in any tool result")
+        terminal = [s for s in trace.steps if s.name in tools and tools[s.name].terminal]
+        if proposal.outputs and terminal:
+            # A hand-off ends the conversation, and a replayed gold run states the outputs after its last
+            # call, so they would never be said.
+            reasons.append(
+                f"outputs are required, but {terminal[0].name} ends the conversation: a blueprint that hands "
+                "over to a person cannot also require the agent to state facts"
+            )
     return StageResult("execution", not reasons, tuple(reasons), {"changed_rows": len(diff)}), trace
 
 

@@ -266,6 +266,7 @@ def _start(view: DBView, rng: random.Random, user_id: str) -> Draft:
                     "No e-mail to give.",
                 )
             )
+        draft.call("find_user_id_by_name_zip", first_name=first, last_name=last, zip=zip_code)
     draft.call("get_user_details", user_id=user_id)
     return draft
 
