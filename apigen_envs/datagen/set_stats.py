@@ -27,6 +27,7 @@ from typing import Any
 
 from apigen_envs.messages import AssistantMessage
 from apigen_envs.task import Task
+from apigen_envs.verify import Verifier, replay
 
 RATIO_SAMPLE = 20
 """Tasks per sample for the distinct 3-gram ratio."""
@@ -271,8 +272,10 @@ def measure(domain: Any, tasks: Sequence[Task] | None = None, label: str = "ours
     has_orders = "orders" in getattr(domain.snapshot, "tables", {})
     noop = oracle = 0.0
     if score and tasks:
-        noop = sum(_noop_passes(domain, t) for t in tasks) / n
-        oracle = sum(_oracle_passes(domain, t) for t in tasks) / n
+        # A fresh verifier: the domain's caches gold by task id, and a set being measured may reuse ids.
+        verifier = Verifier(domain.snapshot, domain.tools, domain.semantics)
+        noop = sum(_noop_passes(domain, verifier, t) for t in tasks) / n
+        oracle = sum(_oracle_passes(domain, verifier, t) for t in tasks) / n
     datagen = getattr(domain, "datagen", None)
     rules = getattr(datagen, "policy_rules", None) if datagen is not None else None
     return SetStats(
@@ -299,18 +302,16 @@ def _writes(task: Task, tools: Any) -> int:
     return sum(1 for a in task.actions if a.name in tools and tools[a.name].mutates and a.name != TRANSFER_TOOL)
 
 
-def _noop_passes(domain: Any, task: Task) -> bool:
+def _noop_passes(domain: Any, verifier: Verifier, task: Task) -> bool:
     reply = [AssistantMessage(content="I'm sorry, I can't help with that.")]
-    return domain.verifier.score(task, domain.snapshot.view(), reply, "user_stop").reward > 0
+    return verifier.score(task, domain.snapshot.view(), reply, "user_stop").reward > 0
 
 
-def _oracle_passes(domain: Any, task: Task) -> bool:
-    from apigen_envs.verify import replay
-
+def _oracle_passes(domain: Any, verifier: Verifier, task: Task) -> bool:
     view = domain.snapshot.view()
     replay(domain.tools, view, task.actions, atomic=domain.semantics.atomic_calls)
     said = [AssistantMessage(content=f"Done. {', '.join(task.outputs)}.")]
-    return domain.verifier.score(task, view, said, "user_stop").reward > 0
+    return verifier.score(task, view, said, "user_stop").reward > 0
 
 
 _ROWS: tuple[tuple[str, str], ...] = (
