@@ -112,11 +112,15 @@ def test_recombination_reads_like_one_customer(retail) -> None:
         if task.provenance["proposer"] == "template":
             by_user.setdefault(str(task.user_id), []).append(task)
     handoff = next(t for t in tasks if t.actions and t.actions[-1].name == "transfer_to_human_agents")
-    other = next(
-        t
-        for t in tasks
-        if t.user_id == handoff.user_id and t.id != handoff.id and t.provenance["proposer"] == "template"
-    ) if len(by_user.get(str(handoff.user_id), [])) > 1 else None
+    other = (
+        next(
+            t
+            for t in tasks
+            if t.user_id == handoff.user_id and t.id != handoff.id and t.provenance["proposer"] == "template"
+        )
+        if len(by_user.get(str(handoff.user_id), [])) > 1
+        else None
+    )
     pair = [handoff, other] if other is not None else next(ts[:2] for ts in by_user.values() if len(ts) > 1)
     proposal = combine(pair, retail.tools, random.Random(0))
     text = proposal.instruction
@@ -144,3 +148,25 @@ def test_pipeline_records_family_and_refusal(retail) -> None:
     assert "refusal" in families
     refusal = next(t for t in result.tasks if t.provenance.get("family") == "refusal")
     assert refusal.provenance["refusal"]["rule"].startswith("retail.")
+
+
+def test_datagen_slot_supplies_rules_templates_and_retries(retail) -> None:
+    import dataclasses
+
+    from apigen_envs.datagen.policy_checks import PolicyRule, rules_for
+    from apigen_envs.datagen.set_stats import measure, table
+    from apigen_envs.domain import DatagenSpec
+
+    assert retail.datagen is not None and retail.datagen.retries == 3
+    assert retail.datagen.template_module() is retail_templates
+    assert rules_for(retail) == RETAIL_RULES == rules_for("retail")
+    assert load_domain("airline").datagen.retries == 5
+    # A third-party domain brings its own rules as objects; one without predicates is reported as such.
+    never = PolicyRule("x.never", "Nothing may be cancelled.", lambda trace: [])
+    custom = dataclasses.replace(retail, datagen=DatagenSpec(templates=retail_templates, policy_rules=[never]))
+    assert rules_for(custom) == (never,)
+    bare = dataclasses.replace(retail, datagen=None)
+    assert rules_for(bare) == ()
+    stats = measure(bare, retail.task_list()[:5], score=False)
+    assert stats.policy_rules is None and "none (unchecked)" in table([stats])
+    assert measure(custom, retail.task_list()[:5], score=False).policy_rules == 1

@@ -21,11 +21,29 @@ from apigen_envs.datagen.set_stats import (
 )
 from apigen_envs.task import Action, Task, UserScenario
 
-WORDS = "apple river stone cloud lamp tiger violin desert pepper marble ocean rocket candle forest mirror".split()
+WORDS = [
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "lamp",
+    "tiger",
+    "violin",
+    "desert",
+    "pepper",
+    "marble",
+    "ocean",
+    "rocket",
+    "candle",
+    "forest",
+    "mirror",
+]
 
 
 def _task(instruction: str, actions: tuple[Action, ...] = (), outputs: tuple[str, ...] = ()) -> Task:
-    return Task(id="t", domain="retail", scenario=UserScenario(instruction=instruction), actions=actions, outputs=outputs)
+    return Task(
+        id="t", domain="retail", scenario=UserScenario(instruction=instruction), actions=actions, outputs=outputs
+    )
 
 
 def test_mask_hides_ids_emails_names_and_labels() -> None:
@@ -75,7 +93,10 @@ def test_measure_counts_writes_refusals_and_transfers() -> None:
     tasks = domain.task_list()[:40]
     stats = measure(domain, tasks, score=False)
     writes = [
-        sum(a.name in domain.tools and domain.tools[a.name].mutates and a.name != set_stats.TRANSFER_TOOL for a in t.actions)
+        sum(
+            a.name in domain.tools and domain.tools[a.name].mutates and a.name != set_stats.TRANSFER_TOOL
+            for a in t.actions
+        )
         for t in tasks
     ]
     assert stats.three_writes == sum(w >= 3 for w in writes) / len(tasks)

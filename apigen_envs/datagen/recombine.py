@@ -24,7 +24,6 @@ from apigen_envs.peer_tasks import compose_instruction
 from apigen_envs.task import Action, Task, UserScenario
 from apigen_envs.tools import ToolSet
 
-
 HANDOFF = "transfer_to_human_agents"
 """The tool that ends a conversation by handing it to a person: a combination keeps it last."""
 _FACT = re.compile(r"[\w.+-]*[\d@][\w.@+-]*\w")

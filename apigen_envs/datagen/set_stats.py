@@ -54,8 +54,8 @@ _ANSWER_ONLY = re.compile(
 )
 _CONFIRM_LINE = re.compile(r"\bif\b[^.]*\bconfirm[^.]*,\s*(just\s+)?(say|answer|reply)\s+(yes|so)\b", re.I)
 _BUDGET = re.compile(
-    r"\$\s?\d|\b\d+(?:\.\d+)?\s*(dollars|usd|bucks)\b|\bbudget\b|\bcheap(er|est)?\b|\b(more|less|pricier) than\b[^.]*\d|"
-    r"\bexpensive\b|\bafford\b|\bspend\b|\blowest (price|fare)\b",
+    r"\$\s?\d|\b\d+(?:\.\d+)?\s*(dollars|usd|bucks)\b|\bbudget\b|\bcheap(er|est)?\b|"
+    r"\b(more|less|pricier) than\b[^.]*\d|\bexpensive\b|\bafford\b|\bspend\b|\blowest (price|fare)\b",
     re.I,
 )
 
@@ -277,7 +277,7 @@ def measure(domain: Any, tasks: Sequence[Task] | None = None, label: str = "ours
         noop = sum(_noop_passes(domain, verifier, t) for t in tasks) / n
         oracle = sum(_oracle_passes(domain, verifier, t) for t in tasks) / n
     datagen = getattr(domain, "datagen", None)
-    rules = getattr(datagen, "policy_rules", None) if datagen is not None else None
+    rules = datagen.rules() if datagen is not None else None
     return SetStats(
         label=label,
         domain=domain.name,

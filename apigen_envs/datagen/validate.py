@@ -179,7 +179,9 @@ def check_policy_stage(
         rule, forbidden = refusal
         details["refusal_rule"] = rule
         if trace.writes():
-            reasons.append(f"[refusal] the gold actions of a refusal make {len(trace.writes())} write(s); expected none")
+            reasons.append(
+                f"[refusal] the gold actions of a refusal make {len(trace.writes())} write(s); expected none"
+            )
         fired = refused_rules(trace, forbidden, rules)
         details["refused_by"] = sorted(fired)
         if rule not in fired:
@@ -230,7 +232,7 @@ def refused_rules(trace: ExecutionTrace, forbidden: Sequence[Action], rules: Seq
 
     """
     steps = list(trace.steps)
-    for offset, action in enumerate(forbidden):
+    for action in forbidden:
         steps.append(TraceStep(len(steps), action, True, "", True, trace.final, trace.final))
     extended = ExecutionTrace(tuple(steps), trace.final, trace.user_id)
     start = len(trace.steps)

@@ -122,7 +122,8 @@ def pick(rng: random.Random, *options: str) -> str:
 
 def confirm_line(rng: random.Random) -> str | None:
     """How the customer answers the agent's confirmation question, phrased in one of several ways (or not
-    stated at all, since an agreeing customer is the default)."""
+    stated at all, since an agreeing customer is the default).
+    """
     return rng.choice(
         (
             None,

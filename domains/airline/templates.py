@@ -259,10 +259,12 @@ def _change_flights(draft: Draft) -> bool:
     snap = draft.snapshot
     flights = snap.tables["flights"]
     res = draft.pick(
-        lambda r: _future(snap, r)
-        and r["cabin"] != "basic_economy"
-        and r["flight_type"] == "one_way"
-        and len(r["flights"]) == 1
+        lambda r: (
+            _future(snap, r)
+            and r["cabin"] != "basic_economy"
+            and r["flight_type"] == "one_way"
+            and len(r["flights"]) == 1
+        )
     )
     if res is None:
         return False
@@ -293,9 +295,7 @@ def _change_flights(draft: Draft) -> bool:
         )
     )
     draft.notes.append(draft.say(f"Fare differences go through {card[1]}.", f"Use {card[1]} for any difference."))
-    draft.call(
-        "search_direct_flight", origin=seg["origin"], destination=seg["destination"], date=new_day
-    )
+    draft.call("search_direct_flight", origin=seg["origin"], destination=seg["destination"], date=new_day)
     draft.call(
         "update_reservation_flights",
         reservation_id=res["reservation_id"],
@@ -436,9 +436,11 @@ def _compensation(draft: Draft) -> bool:
 
     eligible = draft.user["membership"] != "regular"
     res = draft.pick(
-        lambda r: r.get("status") != "cancelled"
-        and cancelled_segment(r) is not None
-        and (eligible or r["insurance"] == "yes" or r["cabin"] == "business")
+        lambda r: (
+            r.get("status") != "cancelled"
+            and cancelled_segment(r) is not None
+            and (eligible or r["insurance"] == "yes" or r["cabin"] == "business")
+        )
     )
     seg = cancelled_segment(res) if res is not None else None
     if res is None or seg is None or any(a.name == "send_certificate" for a in draft.actions):
@@ -482,9 +484,9 @@ def _direct_options(draft: Draft, origin: str, destination: str, day: str, cabin
     found = []
     for f in sorted(flights.values(), key=lambda f: f["flight_number"]):
         state = f["dates"].get(day)
-        if f["origin"] == origin and f["destination"] == destination and _available(state):
-            if state["available_seats"][cabin] >= n:
-                found.append(f)
+        route = f["origin"] == origin and f["destination"] == destination
+        if route and _available(state) and state["available_seats"][cabin] >= n:
+            found.append(f)
     return found
 
 
@@ -578,9 +580,7 @@ def _book(draft: Draft, round_trip: bool = False, budget: bool = False) -> bool:
     )
     cabin_words = _CABIN_WORDS[cabin]
     if budget:
-        first = (
-            f"the cheapest direct {cabin_words} flight from {_city(origin)} to {_city(destination)} on {_when(day)}"
-        )
+        first = f"the cheapest direct {cabin_words} flight from {_city(origin)} to {_city(destination)} on {_when(day)}"
         rest = f"; coming back {leg_text(*legs[1])}" if round_trip else ""
         draft.wants.append(
             draft.say(
@@ -723,7 +723,8 @@ _FALLBACK = (
 
 def _refusal(draft: Draft, res: Row, rule: str, forbidden: Action, text: str) -> bool:
     """A request the policy forbids: the customer pushes, then asks for the amount paid (the fact the agent
-    must state, so doing nothing fails), and the rule named must forbid the call (the policy stage checks)."""
+    must state, so doing nothing fails), and the rule named must forbid the call (the policy stage checks).
+    """
     demand = text.split(". ")[0].rstrip(".") + "."
     draft.wants.append(" ".join((demand, draft.rng.choice(_PUSH), draft.rng.choice(_FALLBACK))))
     draft.outputs.append(str(_paid(res)))
@@ -733,9 +734,7 @@ def _refusal(draft: Draft, res: Row, rule: str, forbidden: Action, text: str) ->
 
 def _refuse_cancel(draft: Draft) -> bool:
     snap = draft.snapshot
-    res = draft.pick(
-        lambda r: _future(snap, r) and _cancellable(r, snap) is None and len(r["payment_history"]) == 1
-    )
+    res = draft.pick(lambda r: _future(snap, r) and _cancellable(r, snap) is None and len(r["payment_history"]) == 1)
     if res is None:
         return False
     ref = draft.refer(res)
@@ -755,10 +754,12 @@ def _refuse_basic_change(draft: Draft) -> bool:
     snap = draft.snapshot
     flights = snap.tables["flights"]
     res = draft.pick(
-        lambda r: _future(snap, r)
-        and r["cabin"] == "basic_economy"
-        and len(r["flights"]) == 1
-        and len(r["payment_history"]) == 1
+        lambda r: (
+            _future(snap, r)
+            and r["cabin"] == "basic_economy"
+            and len(r["flights"]) == 1
+            and len(r["payment_history"]) == 1
+        )
     )
     if res is None:
         return False
@@ -853,11 +854,13 @@ def _refuse_compensation(draft: Draft) -> bool:
         return False
 
     res = draft.pick(
-        lambda r: r["insurance"] == "no"
-        and r["cabin"] != "business"
-        and r.get("status") != "cancelled"
-        and len(r["payment_history"]) == 1
-        and delayed(r)
+        lambda r: (
+            r["insurance"] == "no"
+            and r["cabin"] != "business"
+            and r.get("status") != "cancelled"
+            and len(r["payment_history"]) == 1
+            and delayed(r)
+        )
     )
     if res is None:
         return False

@@ -706,7 +706,7 @@ def _color_fallback(draft: Draft) -> bool:
 
 
 def _cancel_or_return(draft: Draft) -> bool:
-    """"Get rid of it": cancel if it has not shipped, else return it; the branch is the DB's."""
+    """Get rid of an order: cancel it if it has not shipped, else return it (the branch is the DB's)."""
     order = draft.pick_order("pending", "delivered")
     if order is None:
         return False
@@ -730,7 +730,9 @@ def _cancel_or_return(draft: Draft) -> bool:
     draft.look_up_order(order, hint)
     if order["status"] == "pending":
         reason = draft.rng.choice(tuple(REASON_TEXT))
-        draft.if_asked.append(draft.say("Why cancel? ", "Reason: ", "Because ") + f"{draft.rng.choice(REASON_VOICE[reason])}.")
+        draft.if_asked.append(
+            draft.say("Why cancel? ", "Reason: ", "Because ") + f"{draft.rng.choice(REASON_VOICE[reason])}."
+        )
         draft.call("cancel_pending_order", order_id=order["order_id"], reason=reason)
         return True
     original = order["payment_history"][0]["payment_method_id"] if order["payment_history"] else None
@@ -944,7 +946,11 @@ def _refuse_refund_elsewhere(draft: Draft) -> bool:
         "forbidden": [
             Action(
                 name="return_delivered_order_items",
-                arguments={"order_id": order["order_id"], "item_ids": [item["item_id"]], "payment_method_id": method_id},
+                arguments={
+                    "order_id": order["order_id"],
+                    "item_ids": [item["item_id"]],
+                    "payment_method_id": method_id,
+                },
             )
         ],
     }
