@@ -117,6 +117,7 @@ def test_embedded_sets_meet_the_thresholds(name: str) -> None:
     assert stats.refusals >= (0.05 if name == "retail" else 0.30)
     assert stats.transfers / stats.tasks >= 0.02
     assert stats.oracle_passes == 1.0 and stats.noop_passes <= 0.05
+    assert stats.refusal_family is not None and stats.refusal_family >= (0.05 if name == "retail" else 0.30)
     if name == "retail":
         assert stats.order_id_given is not None and stats.order_id_given <= 0.20
     families = {t.provenance.get("family") for t in load_domain(name).task_list()}
@@ -132,3 +133,18 @@ def test_noop_passes_is_measured_for_real() -> None:
     assert measure(domain, [task]).noop_passes == 0.0
     same_id = task.model_copy(update={"actions": task.actions[:2], "outputs": ()})
     assert measure(domain, [same_id]).noop_passes == 1.0  # not the cached gold of the domain's own task
+
+
+def test_readme_table_is_the_measured_one() -> None:
+    from pathlib import Path
+
+    from conftest import peers_dir
+
+    root = peers_dir()
+    if not (root / "retail" / "tasks.json").is_file() or not (root / "airline" / "tasks.json").is_file():
+        pytest.skip(f"tau2 peer data not found at {root}")
+    columns = []
+    for name in ("retail", "airline"):
+        columns += [measure(load_domain(name), label="ours"), measure(load_domain(name, root / name), label="tau2")]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert set_stats.table(columns) in readme

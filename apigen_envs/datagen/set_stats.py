@@ -222,6 +222,8 @@ class SetStats:
         multi_intent: Share with >= 2 writes, or a write and a required output.
         three_writes: Share with >= 3 writes.
         refusals: Share whose gold makes no write (the right outcome is no change).
+        refusal_family: Share recorded as refusals of a named rule (provenance ``refusal``); None for a set
+            without family provenance (peer sets), since their refusals cannot be told from questions.
         transfers: Tasks whose gold hands over to a human.
         budget: Share stating a budget or price condition.
         order_id_given: Share naming an order id of its gold actions (None for a domain without orders).
@@ -242,6 +244,7 @@ class SetStats:
     multi_intent: float
     three_writes: float
     refusals: float
+    refusal_family: float | None
     transfers: int
     budget: float
     order_id_given: float | None
@@ -288,6 +291,9 @@ def measure(domain: Any, tasks: Sequence[Task] | None = None, label: str = "ours
         multi_intent=sum(w >= 2 or (w >= 1 and bool(t.outputs)) for t, w in zip(tasks, writes, strict=True)) / n,
         three_writes=sum(w >= 3 for w in writes) / n,
         refusals=sum(w == 0 for w in writes) / n,
+        refusal_family=(
+            sum("refusal" in t.provenance for t in tasks) / n if any("family" in t.provenance for t in tasks) else None
+        ),
         transfers=sum(any(a.name == TRANSFER_TOOL for a in t.actions) for t in tasks),
         budget=sum(has_budget(t.instruction) for t in tasks) / n,
         order_id_given=sum(order_id_given(t) for t in tasks) / n if has_orders else None,
@@ -322,6 +328,7 @@ _ROWS: tuple[tuple[str, str], ...] = (
     ("multi_intent", "multi-intent (>= 2 writes, or a write and a required output)"),
     ("three_writes", "tasks with >= 3 writes"),
     ("refusals", "refusal tasks (the right outcome is no write)"),
+    ("refusal_family", "refusals of a named policy rule (share of all tasks; needs family provenance)"),
     ("transfers", "transfer-to-human tasks"),
     ("budget", "budget or price conditions"),
     ("order_id_given", "order id handed to the customer in the instruction"),

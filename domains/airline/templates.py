@@ -967,6 +967,7 @@ CYCLE: tuple[str, ...] = (
     "refuse_remove_bag",
     "refuse_add_passenger",
     "refuse_basic_economy_change",
+    "refuse_cancel",
 )
 """The order in which the phase-1 pipeline takes intents (refusals and multi-write tasks weigh more)."""
 
