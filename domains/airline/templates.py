@@ -106,6 +106,10 @@ def _name(user: Row) -> str:
     return f"{user['name']['first_name']} {user['name']['last_name']}"
 
 
+_COMMON_WORDS = frozenset(
+    "You Your The A Add Put Book Cancel Rebook Replace On For Bump Find Before What How Ask Too Remove Change Flight "
+    "Reservation Booking".split()
+)
 USER_TRIES = 8
 """Customers tried per proposal before giving up (multi-part intents need several fitting reservations)."""
 _DAY_AGO = "2024-05-14T15:00:00"
@@ -1006,7 +1010,9 @@ def propose(snapshot: Snapshot, rng: random.Random, intent: str | None = None) -
     persona = voice.persona(rng, _name(draft.user))
     links = ("Also, ", "Then ", "Besides that, ", "And ", "Next, ")
     wants = [
-        w if i == 0 or w.startswith(("After", "Finally", "Once", "If", "That", "Unless")) else rng.choice(links) + w
+        w
+        if i == 0 or w.startswith(("After", "Finally", "Once", "If", "That", "Unless"))
+        else rng.choice(links) + (w[0].lower() + w[1:] if w.split(" ", 1)[0] in _COMMON_WORDS else w)
         for i, w in enumerate(draft.wants)
     ]
     reason = " ".join(wants)
