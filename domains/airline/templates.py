@@ -106,9 +106,34 @@ def _name(user: Row) -> str:
     return f"{user['name']['first_name']} {user['name']['last_name']}"
 
 
+# Opening words of a request that are not names, so a linking word before them lower-cases them.
 _COMMON_WORDS = frozenset(
-    "You Your The A Add Put Book Cancel Rebook Replace On For Bump Find Before What How Ask Too Remove Change Flight "
-    "Reservation Booking".split()
+    {
+        "You",
+        "Your",
+        "The",
+        "A",
+        "Add",
+        "Put",
+        "Book",
+        "Cancel",
+        "Rebook",
+        "Replace",
+        "On",
+        "For",
+        "Bump",
+        "Find",
+        "Before",
+        "What",
+        "How",
+        "Ask",
+        "Too",
+        "Remove",
+        "Change",
+        "Flight",
+        "Reservation",
+        "Booking",
+    }
 )
 USER_TRIES = 8
 """Customers tried per proposal before giving up (multi-part intents need several fitting reservations)."""
