@@ -24,6 +24,49 @@ from apigen_envs.tools import ToolSet
 from apigen_envs.verify import Verifier
 
 
+@dataclass(frozen=True)
+class DatagenSpec:
+    """What a domain gives the generic phase-1 pipeline (``apigen_envs.datagen`` holds no domain knowledge).
+
+    Objects or import paths: a path (``"pkg.module"``, ``"pkg.module:NAME"``) is imported on first use, so
+    declaring a spec costs nothing and cannot create import cycles.
+
+    Attributes:
+        templates: The template proposer's module (``INTENTS``, ``propose(snapshot, rng, intent)``, optional
+            ``CYCLE``), or None when the domain has no templates (only the LLM proposer works).
+        policy_rules: The policy predicates (a sequence of
+            :class:`~apigen_envs.datagen.policy_checks.PolicyRule`), or None when the domain has none: its
+            blueprints' policy stage then checks nothing, and statistics say so.
+        retries: Feedback rounds per attempt (the paper: 3 retail, 5 airline).
+        hints: Free-form extras for context samplers (e.g. tool-graph hints), keyed by their user.
+
+    """
+
+    templates: Any = None
+    policy_rules: Any = None
+    retries: int = 3
+    hints: Mapping[str, Any] = field(default_factory=dict)
+
+    def template_module(self) -> Any:
+        """The templates, imported when given as a path (None when the domain has none)."""
+        return _resolve(self.templates)
+
+    def rules(self) -> tuple[Any, ...] | None:
+        """The policy predicates, imported when given as a path (None when the domain has none)."""
+        rules = _resolve(self.policy_rules)
+        return tuple(rules) if rules is not None else None
+
+
+def _resolve(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    import importlib
+
+    module_name, _, attribute = value.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else module
+
+
 @dataclass(eq=False)
 class Domain:
     """Everything shared by the envs of one domain in a process.
@@ -39,6 +82,7 @@ class Domain:
         source: Where the data came from (a path or ``"embedded"``).
         semantics: The profile whose tool behaviour, reward and output matching episodes follow.
         verifier: The scorer, holding the gold cache.
+        datagen: What phase 1 needs from the domain (templates, policy predicates, retries), or None.
 
     """
 
@@ -51,6 +95,7 @@ class Domain:
     user_guidelines: str | None = None
     source: str = "embedded"
     semantics: Semantics = field(default_factory=lambda: Semantics.named("apigen"))
+    datagen: DatagenSpec | None = None
     verifier: Verifier = field(init=False)
 
     def __post_init__(self) -> None:

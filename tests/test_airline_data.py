@@ -49,8 +49,8 @@ def run(domain, agent, task_id: str) -> float:
 
 def test_embedded_sizes_and_splits(embedded):
     assert embedded.snapshot.size() == {"flights": 300, "users": 500, "reservations": 2000}
-    assert len(embedded.splits["train"]) == 173
-    assert len(embedded.splits["test"]) == 46
+    assert len(embedded.splits["train"]) == 175
+    assert len(embedded.splits["test"]) == 39
     assert (Path(__file__).resolve().parents[1] / "domains/airline/data/db.json").stat().st_size < 8_000_000
 
 

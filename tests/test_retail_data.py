@@ -105,15 +105,15 @@ def test_generate_cli(tmp_path, capsys):
 def test_committed_tasks_conform(domain):
     """Gold replays error-free, the oracle passes, the do-nothing agent fails, check_env passes."""
     report = assert_domain_ok(domain)
-    assert report.tasks_checked == 213 and not report.gold_errors and not report.noop_passed
+    assert report.tasks_checked == 211 and not report.gold_errors and not report.noop_passed
 
 
 def test_committed_tasks_shape(domain):
     tasks = domain.task_list()
-    assert Counter(t.split for t in tasks) == {"train": 163, "test": 50}
+    assert Counter(t.split for t in tasks) == {"train": 175, "test": 36}
     intents = Counter(t.provenance["intent"] for t in tasks if t.provenance["proposer"] == "template")
     assert set(intents) == set(INTENTS) and min(intents.values()) >= 5
-    assert sum(t.provenance["proposer"] == "recombination" for t in tasks) == 13
+    assert sum(t.provenance["proposer"] == "recombination" for t in tasks) == 11
     for task in tasks:
         assert task.provenance["proposer"] in ("template", "recombination") and isinstance(task.provenance["seed"], int)
         gold = domain.verifier.gold(task)

@@ -55,7 +55,7 @@ def _v1_task(task) -> dict:
 def test_embedded_data(embedded):
     assert embedded.name == "retail" and embedded.source == "embedded"
     assert embedded.snapshot.size() == {"products": 50, "users": 500, "orders": 1000}
-    assert len(embedded.splits["train"]) == 163 and len(embedded.splits["test"]) == 50
+    assert len(embedded.splits["train"]) == 175 and len(embedded.splits["test"]) == 36
     assert "Identify the customer first" in embedded.policy
     assert load_domain("retail") is embedded  # loaded once per process
 

@@ -51,11 +51,16 @@ def cmd_blueprints(args: argparse.Namespace) -> int:
     domain = domain_of(args)
     client = _client(args) if needs_llm else None
     if args.proposer == "template":
-        module = domain_module = f"apigen_envs.domains.{domain.name}.templates"
-        try:
-            templates = importlib.import_module(module)
-        except ImportError:
-            return _fail(f"domain {domain.name!r} has no templates module ({domain_module}); use --proposer llm")
+        spec = getattr(domain, "datagen", None)
+        templates = spec.template_module() if spec is not None else None
+        if templates is None:
+            module = f"apigen_envs.domains.{domain.name}.templates"
+            try:
+                templates = importlib.import_module(module)
+            except ImportError:
+                return _fail(
+                    f"domain {domain.name!r} has no templates (no datagen slot, no {module}); use --proposer llm"
+                )
         proposer: Any = TemplateProposer(templates, domain.snapshot)
     else:
         proposer = LLMProposer(client, domain.tools, temperature=args.temperature)
@@ -94,6 +99,10 @@ def cmd_blueprints(args: argparse.Namespace) -> int:
     splits = {s: sum(t.split == s for t in result.tasks) for s in ("train", "test")}
     print(f"wrote {len(result.tasks)} blueprints to {path} (train={splits['train']}, test={splits['test']})")
     print(f"statistics: {stats_path}")
+    if args.stats or args.compare:
+        from apigen_envs.datagen.set_stats import compare
+
+        print(compare(domain, result.tasks, args.compare, label="generated"))
     return 0
 
 
@@ -124,6 +133,15 @@ def add_blueprints_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--recombine", type=int, default=0, help="multi-intent combinations to try")
     p.add_argument("--split-ratio", type=float, default=0.8, help="share of users in the train split")
     p.add_argument("--out", help="blueprints file (.jsonl, or .json for a JSON list)")
+    p.add_argument(
+        "--stats", action="store_true", help="print the set's variety and difficulty figures (3-grams, refusals...)"
+    )
+    p.add_argument(
+        "--compare",
+        metavar="DIR",
+        default=None,
+        help="with --stats: the same figures for the tasks of a reference data directory (tau2 or tau-bench layout)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_blueprints)
     return p

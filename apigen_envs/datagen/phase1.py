@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from apigen_envs.datagen.committee import Committee, Verdict
@@ -35,8 +34,8 @@ from apigen_envs.datagen.validate import (
 from apigen_envs.llm import LLMClient
 from apigen_envs.task import Task
 
-DEFAULT_RETRIES = MappingProxyType({"retail": 3, "airline": 5})
-"""Feedback rounds per domain, as in the paper (others default to 3)."""
+DEFAULT_RETRIES = 3
+"""Feedback rounds for a domain whose datagen slot does not say (the paper: 3 retail, 5 airline)."""
 
 
 @dataclass
@@ -190,7 +189,7 @@ class Phase1Config:
     Attributes:
         n: Target number of accepted simple blueprints.
         seed: Base seed.
-        max_retries: Feedback rounds per attempt (None: 3 retail / 5 airline / 3 otherwise).
+        max_retries: Feedback rounds per attempt (None: the domain's datagen slot says; 3 without one).
         max_attempts: Contexts to try at most (None: ``4 * n``).
         recombine: Combined tasks to try after the simple ones.
         recombine_parts: Blueprints per combination.
@@ -264,7 +263,7 @@ class Phase1Pipeline:
         self.committee = committee
         self.summariser = summariser
         self.recombiner = recombiner
-        self.rules = tuple(rules) if rules is not None else rules_for(domain.name)
+        self.rules = tuple(rules) if rules is not None else rules_for(domain)
         self._sampler = sampler
         self.progress = progress
 
@@ -304,7 +303,7 @@ class Phase1Pipeline:
             return Evaluation(None, tuple(results), diff=diff)
         task = draft_task(proposal, self.domain.name, task_id)
         for stage in (
-            lambda: check_policy_stage(trace, self.rules),
+            lambda: check_policy_stage(trace, self.rules, proposal),
             lambda: check_triviality(task, snapshot, tools, semantics),
             lambda: dedup.check(task),
         ):
@@ -368,6 +367,10 @@ class Phase1Pipeline:
         for key in ("model", "template_id", "recombined_from", "instruction_writer"):
             if key in proposal.extra:
                 prov[key] = proposal.extra[key]
+        template = proposal.extra.get("template_provenance") or {}
+        for key in ("family", "refusal"):
+            if key in template:
+                prov[key] = template[key]
         return prov
 
     def run(self, config: Phase1Config) -> Phase1Result:
@@ -383,7 +386,9 @@ class Phase1Pipeline:
         stats = Phase1Stats()
         if self.committee is not None:
             stats.committee = f"{self.committee.size} reviewers, threshold {self.committee.threshold}"
-        retries = config.max_retries if config.max_retries is not None else DEFAULT_RETRIES.get(self.domain.name, 3)
+        spec = getattr(self.domain, "datagen", None)
+        default = spec.retries if spec is not None else DEFAULT_RETRIES
+        retries = config.max_retries if config.max_retries is not None else default
         max_attempts = config.max_attempts if config.max_attempts is not None else 4 * config.n
         prefix = config.id_prefix or self.domain.name
         dedup = Deduplicator(self.domain.tools)

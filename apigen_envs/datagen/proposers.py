@@ -198,7 +198,8 @@ class TemplateProposer:
     understood by templates; a retry simply draws again with a fresh random stream.
 
     Args:
-        templates: A module (or object) with ``INTENTS`` and ``propose(snapshot, rng, intent=None)``.
+        templates: A module (or object) with ``INTENTS`` and ``propose(snapshot, rng, intent=None)``, and
+            optionally ``CYCLE``: the intents in the order a run takes them, repeats weighting families.
         snapshot: The domain's base DB.
 
     """
@@ -210,7 +211,8 @@ class TemplateProposer:
             raise TypeError("templates must define INTENTS and propose(snapshot, rng, intent=None)")
         self.templates = templates
         self.snapshot = snapshot
-        self.intents: tuple[str, ...] = tuple(templates.INTENTS)
+        # A template module may list intents in the order (and with the repeats) a run should take them.
+        self.intents: tuple[str, ...] = tuple(getattr(templates, "CYCLE", None) or templates.INTENTS)
 
     def propose(self, context: Context, rng: random.Random, feedback: str | None = None) -> Proposal | ProposalError:
         """Ask the template for a task of the context's intent (or any intent).

@@ -16,12 +16,12 @@ from typing import Any
 
 from apigen_envs.datagen.policy_checks import PolicyRule, check_policy
 from apigen_envs.datagen.proposers import Proposal
-from apigen_envs.datagen.trace import ExecutionTrace, execute
+from apigen_envs.datagen.trace import ExecutionTrace, TraceStep, execute
 from apigen_envs.db import Snapshot
 from apigen_envs.errors import ToolCallError
 from apigen_envs.messages import AssistantMessage
 from apigen_envs.semantics import Semantics
-from apigen_envs.task import Task, UserScenario
+from apigen_envs.task import Action, Task, UserScenario
 from apigen_envs.tools import ToolSet
 from apigen_envs.verify import Verifier
 
@@ -138,27 +138,110 @@ def check_execution(
         for out in proposal.outputs:
             if not output_derivable(out, trace):
                 reasons.append(f"output {out!r} does not appear in any tool result")
+        terminal = [s for s in trace.steps if s.name in tools and tools[s.name].terminal]
+        if proposal.outputs and terminal:
+            # A hand-off ends the conversation, and a replayed gold run states the outputs after its last
+            # call, so they would never be said.
+            reasons.append(
+                f"outputs are required, but {terminal[0].name} ends the conversation: a blueprint that hands "
+                "over to a person cannot also require the agent to state facts"
+            )
     return StageResult("execution", not reasons, tuple(reasons), {"changed_rows": len(diff)}), trace
 
 
-def check_policy_stage(trace: ExecutionTrace, rules: Sequence[PolicyRule]) -> StageResult:
-    """Run the domain's policy predicates over the trace.
+def check_policy_stage(
+    trace: ExecutionTrace, rules: Sequence[PolicyRule], proposal: Proposal | None = None
+) -> StageResult:
+    """Run the domain's policy predicates over the trace (and, for a refusal, over what was refused).
+
+    A refusal blueprint (``proposal.extra["refusal"]``: the rule's name and the calls the customer pushes
+    for) must make no write itself, and the named rule must forbid the refused calls: they are judged as if
+    the agent had made them after the gold actions (never executed, so a tool that refuses them itself does
+    not hide a rule that does not). A domain without predicates cannot check refusals and rejects them.
 
     Args:
         trace: The executed blueprint.
         rules: The domain's rules.
+        proposal: The proposal (for its refusal, if any).
 
     Returns:
         The stage result; each reason names the violated rule.
 
     """
     violations = check_policy(trace, rules)
-    return StageResult(
-        "policy",
-        not violations,
-        tuple(str(v) for v in violations),
-        {"rules_checked": [r.name for r in rules], "violated": sorted({v.rule for v in violations})},
-    )
+    reasons = [str(v) for v in violations]
+    details: dict[str, Any] = {
+        "rules_checked": [r.name for r in rules],
+        "violated": sorted({v.rule for v in violations}),
+    }
+    refusal = refusal_of(proposal) if proposal is not None else None
+    if refusal is not None:
+        rule, forbidden = refusal
+        details["refusal_rule"] = rule
+        if trace.writes():
+            reasons.append(
+                f"[refusal] the gold actions of a refusal make {len(trace.writes())} write(s); expected none"
+            )
+        fired = refused_rules(trace, forbidden, rules)
+        details["refused_by"] = sorted(fired)
+        if rule not in fired:
+            known = [r.name for r in rules]
+            if rule not in known:
+                reasons.append(f"[refusal] unknown rule {rule!r}; this domain's rules: {known or 'none'}")
+            else:
+                reasons.append(
+                    f"[refusal] rule {rule!r} does not forbid the refused call(s); "
+                    f"they break {sorted(fired) or 'no rule'}"
+                )
+    return StageResult("policy", not reasons, tuple(reasons), details)
+
+
+def refusal_of(proposal: Proposal) -> tuple[str, tuple[Action, ...]] | None:
+    """The (rule, refused calls) of a refusal proposal, or None for any other proposal.
+
+    Raises:
+        ValueError: When the refusal spec is malformed (no rule or no refused call).
+
+    """
+    raw = proposal.extra.get("refusal")
+    if raw is None:
+        prov = proposal.extra.get("template_provenance")
+        raw = prov.get("refusal") if isinstance(prov, dict) else None
+    if raw is None:
+        return None
+    rule = raw.get("rule") if isinstance(raw, dict) else None
+    calls = raw.get("forbidden") if isinstance(raw, dict) else None
+    if not isinstance(rule, str) or not isinstance(calls, list | tuple) or not calls:
+        raise ValueError(f"a refusal needs a rule name and the refused calls, got {raw!r}")
+    return rule, tuple(a if isinstance(a, Action) else Action.model_validate(a) for a in calls)
+
+
+def refused_rules(trace: ExecutionTrace, forbidden: Sequence[Action], rules: Sequence[PolicyRule]) -> set[str]:
+    """Names of the rules (and of their violations) that forbid ``forbidden`` after the trace's gold actions.
+
+    The refused calls are appended to the trace as successful writes on the final state without running
+    them, so the predicates judge the request itself.
+
+    Args:
+        trace: The executed gold actions.
+        forbidden: The calls the customer pushes for.
+        rules: The domain's rules.
+
+    Returns:
+        Rule names and violation names.
+
+    """
+    steps = list(trace.steps)
+    for action in forbidden:
+        steps.append(TraceStep(len(steps), action, True, "", True, trace.final, trace.final))
+    extended = ExecutionTrace(tuple(steps), trace.final, trace.user_id)
+    start = len(trace.steps)
+    fired: set[str] = set()
+    for rule in rules:
+        for violation in rule.check(extended):
+            if violation.step is None or violation.step >= start:
+                fired.update((rule.name, violation.rule))
+    return fired
 
 
 def draft_task(proposal: Proposal, domain: str, task_id: str = "candidate") -> Task:
@@ -178,6 +261,10 @@ def draft_task(proposal: Proposal, domain: str, task_id: str = "candidate") -> T
         scenario = UserScenario.model_validate({**raw_scenario, "instruction": proposal.instruction})
     else:
         scenario = UserScenario(instruction=proposal.instruction, persona=proposal.persona)
+    provenance: dict[str, Any] = {}
+    refusal = refusal_of(proposal)
+    if refusal is not None:
+        provenance["refusal"] = {"rule": refusal[0], "forbidden": [a.model_dump() for a in refusal[1]]}
     return Task(
         id=task_id,
         domain=domain,
@@ -185,11 +272,17 @@ def draft_task(proposal: Proposal, domain: str, task_id: str = "candidate") -> T
         scenario=scenario,
         actions=proposal.actions,
         outputs=proposal.outputs,
+        provenance=provenance,
     )
 
 
 def check_triviality(task: Task, snapshot: Snapshot, tools: ToolSet, semantics: Semantics | None = None) -> StageResult:
     """The do-nothing agent (no tool calls, one apologetic reply) must fail the task, scored for real.
+
+    A refusal's right outcome is no write, so what separates it from doing nothing is what the agent must
+    say: a refusal passes this stage when it requires an output fact the do-nothing reply lacks (a refusal
+    whose only check is "nothing changed" is exactly what the do-nothing agent achieves, and is rejected
+    with a reason saying so).
 
     Args:
         task: The candidate task.
@@ -204,9 +297,16 @@ def check_triviality(task: Task, snapshot: Snapshot, tools: ToolSet, semantics: 
     verifier = Verifier(snapshot, tools, semantics or Semantics.named("apigen"))
     # Scored as an episode the user ended, the way a do-nothing agent's episode ends.
     info = verifier.score(task, snapshot.view(), [AssistantMessage(content=_NOOP_REPLY)], "user_stop")
+    refusal = "refusal" in task.provenance
     if info.reward > 0:
-        return StageResult("triviality", False, ("the do-nothing agent passes: no DB change and no output to give",))
-    return StageResult("triviality", True)
+        reason = (
+            "a refusal with no required output: the do-nothing agent passes it; require the fact the agent "
+            "must state (or a write the customer settles for)"
+            if refusal
+            else "the do-nothing agent passes: no DB change and no output to give"
+        )
+        return StageResult("triviality", False, (reason,))
+    return StageResult("triviality", True, details={"refusal": True} if refusal else {})
 
 
 def action_key(actions: Iterable[Any], tools: ToolSet | None = None) -> str:

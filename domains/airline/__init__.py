@@ -23,6 +23,7 @@ from typing import Any
 
 from apigen_envs.db import IndexSpec, Snapshot
 from apigen_envs.domain import (
+    DatagenSpec,
     Domain,
     check_gold_actions,
     load_tasks,
@@ -46,6 +47,10 @@ DATA = PACKAGE / "data"
 POLICY = PACKAGE / "policy.md"
 NAME = "airline"
 _V1_TABLES = tuple(f"{name}.json" for name in TABLES)
+
+
+DATAGEN = DatagenSpec(templates=f"{__name__}.templates", policy_rules=f"{__name__}.policy_rules:RULES", retries=5)
+"""Phase-1 knowledge of the domain: its template proposer, policy predicates and feedback rounds."""
 
 
 def build_snapshot(raw: Any, source: Path, *, normalize: bool = True, fill_key: bool = False) -> Snapshot:
@@ -151,6 +156,7 @@ def _domain(
         splits={k: tuple(i for i in v if i in by_id) for k, v in splits.items() if any(i in by_id for i in v)},
         source=source,
         semantics=semantics,
+        datagen=DATAGEN,
     )
 
 

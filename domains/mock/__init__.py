@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from apigen_envs.db import IndexSpec, Snapshot
-from apigen_envs.domain import Domain, check_gold_actions, load_tasks, read_json, read_policy, table_rows
+from apigen_envs.domain import DatagenSpec, Domain, check_gold_actions, load_tasks, read_json, read_policy, table_rows
 from apigen_envs.errors import DataFileError
 from apigen_envs.semantics import Semantics, resolve
 
@@ -14,6 +14,10 @@ from .models import Account, Customer
 from .tools import build_tools
 
 DATA = Path(__file__).parent / "data"
+
+
+DATAGEN = DatagenSpec(templates=f"{__name__}.templates", policy_rules=f"{__name__}.policy_rules:RULES", retries=3)
+"""Phase-1 knowledge of the domain: its template proposer, policy predicates and feedback rounds."""
 
 
 def load(data_dir: Path | None = None, semantics: Semantics | str | None = None) -> Domain:
@@ -56,4 +60,5 @@ def load(data_dir: Path | None = None, semantics: Semantics | str | None = None)
         tasks={t.id: t for t in tasks},
         source="embedded" if data_dir is None else str(data_dir),
         semantics=resolve(semantics, "apigen"),
+        datagen=DATAGEN,
     )

@@ -22,6 +22,7 @@ from typing import Any
 
 from apigen_envs.db import IndexSpec, Snapshot
 from apigen_envs.domain import (
+    DatagenSpec,
     Domain,
     check_gold_actions,
     load_tasks,
@@ -49,6 +50,10 @@ INDEXES = (
     IndexSpec("users", "name_zip", name_zip_key),
 )
 """Secondary indexes used by the user lookups (O(1) in the number of users)."""
+
+
+DATAGEN = DatagenSpec(templates=f"{__name__}.templates", policy_rules=f"{__name__}.policy_rules:RULES", retries=3)
+"""Phase-1 knowledge of the domain: its template proposer, policy predicates and feedback rounds."""
 
 
 def snapshot_from_json(raw: Any, path: Path | str = "<db>", *, normalize: bool = True) -> Snapshot:
@@ -165,6 +170,7 @@ def _domain(
         user_guidelines=guidelines,
         source=source,
         semantics=semantics,
+        datagen=DATAGEN,
     )
 
 
