@@ -66,7 +66,8 @@ class Phase1Stats:
         retries: Retries made (proposals after the first of an attempt).
         committee: ``"skipped"`` or the committee's size, members and threshold.
         skipped: Stage -> proposals that reached it while it was switched off (a committee-less run).
-        llm: Proposer and reviewer call counters: calls, prompt/completion tokens and wall seconds.
+        llm: Proposer and reviewer call counters: calls, prompt/completion tokens and wall milliseconds.
+        stopped_by_time_limit: The run stopped starting attempts at ``Phase1Config.time_limit_s``.
         recombined_tried: Combinations validated.
         recombined_accepted: Combinations accepted.
         recombined_failures: ``stage: reason head`` -> count, for combinations.
@@ -83,6 +84,7 @@ class Phase1Stats:
     accepted_first_try: int = 0
     retries: int = 0
     committee: str = "skipped"
+    stopped_by_time_limit: bool = False
     skipped: Counter[str] = field(default_factory=Counter)
     llm: Counter[str] = field(default_factory=Counter)
     recombined_tried: int = 0
@@ -142,6 +144,7 @@ class Phase1Stats:
             "accepted_first_try": self.accepted_first_try,
             "retries": self.retries,
             "committee": self.committee,
+            "stopped_by_time_limit": self.stopped_by_time_limit,
             "llm": dict(self.llm) | self.speed(),
             "recombined": {
                 "tried": self.recombined_tried,
@@ -236,6 +239,8 @@ class Phase1Config:
             than one, a run may accept up to ``concurrency - 1`` blueprints beyond ``n``.
         feedback: Show the proposer its earlier attempts and their feedback on a retry (off: each retry
             is a fresh proposal for the same context).
+        time_limit_s: Start no new attempt after this many seconds (attempts in flight finish); None: no
+            limit. Keeps slow local-model runs bounded while still writing their statistics.
 
     """
 
@@ -249,6 +254,7 @@ class Phase1Config:
     id_prefix: str | None = None
     concurrency: int = 1
     feedback: bool = True
+    time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -532,8 +538,13 @@ class Phase1Pipeline:
         )
         max_attempts = config.max_attempts if config.max_attempts is not None else 4 * config.n
 
+        deadline = time.monotonic() + config.time_limit_s if config.time_limit_s is not None else None
+
         async def worker() -> None:
             while len(state.accepted) < config.n and state.next_attempt < max_attempts:
+                if deadline is not None and time.monotonic() > deadline:
+                    stats.stopped_by_time_limit = True
+                    return
                 attempt = state.next_attempt
                 state.next_attempt += 1
                 await self._attempt(state, attempt)
