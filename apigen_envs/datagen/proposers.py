@@ -274,7 +274,7 @@ def _argument_schema(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def blueprint_schema(tools: ToolSet, reasoning_chars: int = 400) -> dict[str, Any]:
+def blueprint_schema(tools: ToolSet, reasoning_chars: int = 300) -> dict[str, Any]:
     """The JSON schema of a blueprint, with each action's arguments typed by its tool's own schema.
 
     A server enforcing it can only emit known tool names with their required arguments, so a small model's
@@ -311,7 +311,8 @@ def blueprint_schema(tools: ToolSet, reasoning_chars: int = 400) -> dict[str, An
         required.append("thought")
     props |= {
         "user_id": {"type": "string"},
-        "instruction": {"type": "string", "minLength": 20},
+        # Capped so a reply fits a small completion budget instead of being cut off mid-JSON.
+        "instruction": {"type": "string", "minLength": 20, "maxLength": 800},
         "actions": {"type": "array", "items": {"anyOf": variants}, "minItems": 1, "maxItems": 8},
         "outputs": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
     }
@@ -393,7 +394,7 @@ class LLMProposer:
         policy: str = "",
         json_mode: JsonMode = "off",
         lenient: bool = True,
-        reasoning_chars: int = 400,
+        reasoning_chars: int = 300,
     ) -> None:
         self.client = client
         self.tools = tools
