@@ -437,7 +437,7 @@ class SamplerWeights:
             tools=rng.choice((1, 1, 1, 2)),
             write_weight=rng.choice((2.0, 4.0, 8.0)),
             policy=0,
-            records=rng.randint(1, 3),
+            records=rng.randint(1, 2),
             persona=rng.random() < 0.8,
             examples=rng.randint(0, 1),
         )
@@ -642,14 +642,22 @@ def ground_airline(
     records = {"reservations": {r: copy_row(reservations[r]) for r in chosen}} if chosen else {}
     candidates: dict[str, Any] = {}
     legs: list[tuple[str, str, str]] = []
+    flights = snapshot.tables.get("flights", {})
     if "update_reservation_flights" in writes and chosen:
-        flight = reservations[chosen[0]]["flights"][0]
-        base = flight["date"]
-        day = int(base[-2:])
-        shifted = f"{base[:-2]}{min(28, max(1, day + rng.choice((-2, -1, 1, 2)))):02d}"
-        legs.append((flight["origin"], flight["destination"], shifted))
+        first = reservations[chosen[0]]["flights"][0]
+        # Bookable dates of the same route (a change keeps the trip's endpoints).
+        dates = sorted(
+            {
+                d
+                for row in flights.values()
+                if row.get("origin") == first["origin"] and row.get("destination") == first["destination"]
+                for d, v in row.get("dates", {}).items()
+                if v.get("status") == "available" and d != first["date"]
+            }
+        )
+        if dates:
+            legs.append((first["origin"], first["destination"], rng.choice(dates)))
     if "book_reservation" in writes:
-        flights = snapshot.tables.get("flights", {})
         keys = sorted(flights)
         for _ in range(8):
             row = flights[rng.choice(keys)]
@@ -777,7 +785,7 @@ def render_context(context: Context, tools: ToolSet, include_policy: bool = True
 
     Args:
         context: The sampled context.
-        tools: The domain's tools (for the schemas of the sampled tools).
+        tools: The domain's tools (kept for callers; the signatures are in the proposer's system prompt).
         include_policy: Put the policy in this text (an LLM proposer puts it in its system prompt
             instead, so the server's prompt cache reuses it across proposals).
 
@@ -788,13 +796,8 @@ def render_context(context: Context, tools: ToolSet, include_policy: bool = True
     parts = [f"## Domain\n{context.domain}"]
     if context.family and context.family in FAMILIES:
         parts.append(f"## Task family: {context.family}\n{FAMILIES[context.family]}")
-    sampled = [tools[n].schema["function"] for n in context.tools if n in tools]
-    others = [t.name for t in tools if t.name not in context.tools]
-    parts.append(
-        "## Tool path (identify the customer, then reach the write tools)\n"
-        + "\n".join(json.dumps(s, ensure_ascii=False) for s in sampled)
-    )
-    parts.append("## Other tools\n" + ", ".join(others))
+    # Names only: the proposer's system prompt lists every tool's signature (cached by the server).
+    parts.append("## Tool path (identify the customer, then reach the write tools)\n" + " -> ".join(context.tools))
     if context.user is not None:
         parts.append(f"## User ({context.user_id})\n" + json.dumps(context.user, ensure_ascii=False))
     for table, rows in context.records.items():
