@@ -7,14 +7,15 @@ so one broken reviewer neither accepts nor sinks a blueprint on its own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from apigen_envs.datagen.proposers import load_prompt
+from apigen_envs.datagen.proposers import JsonMode, load_prompt, response_format
 from apigen_envs.errors import LLMError
-from apigen_envs.llm import LLMClient, scan_json, undouble_braces
+from apigen_envs.llm import LLMClient, LLMRequest, scan_json, undouble_braces
 from apigen_envs.task import Task
 from apigen_envs.tools import ToolSet
 
@@ -33,6 +34,7 @@ class Review:
         comment: The reviewer's explanation.
         abstained: True when the reply could not be read as a review.
         error: Why it was an abstention.
+        model: The reviewer's model, when known.
 
     """
 
@@ -41,10 +43,13 @@ class Review:
     comment: str = ""
     abstained: bool = False
     error: str | None = None
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for provenance."""
         out: dict[str, Any] = {"reviewer": self.reviewer, "scores": self.scores, "comment": self.comment}
+        if self.model is not None:
+            out["model"] = self.model
         if self.abstained:
             out["abstained"] = True
             out["error"] = self.error
@@ -84,36 +89,76 @@ class Verdict:
         }
 
 
-def parse_review(text: str | None, reviewer: int) -> Review:
+_TRUTHY = {"1": 1, "0": 0, "yes": 1, "no": 0, "true": 1, "false": 0, "pass": 1, "fail": 0}
+
+
+def _score(value: Any) -> int | None:
+    """0/1 from what small models send for a score (1, "1", true, "yes", 1.0); None if unreadable."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float) and value in (0, 1):
+        return int(value)
+    if isinstance(value, str):
+        return _TRUTHY.get(value.strip().lower())
+    return None
+
+
+def parse_review(text: str | None, reviewer: int, model: str | None = None) -> Review:
     """Read a reviewer's reply: the last JSON object with a ``scores`` mapping of 0/1 per criterion.
+
+    Lenient about what small models send: scores as ``"1"``, ``true`` or ``"yes"``, the criteria at the
+    top level instead of under ``scores``, extra keys; fenced JSON and doubled braces.
 
     Args:
         text: The reply.
         reviewer: The reviewer's index.
+        model: The reviewer's model (recorded).
 
     Returns:
         The review, or an abstention saying what was wrong.
 
     """
     if not text or not text.strip():
-        return Review(reviewer, abstained=True, error="empty reply")
+        return Review(reviewer, abstained=True, error="empty reply", model=model)
     objects = [v for v, _, _ in scan_json(text) if isinstance(v, dict)] or [
         v for v, _, _ in scan_json(undouble_braces(text)) if isinstance(v, dict)
     ]
-    found = [v for v in objects if isinstance(v.get("scores"), dict)]
+    found = [v["scores"] for v in objects if isinstance(v.get("scores"), dict)]
+    found += [v for v in objects if all(c in v for c in CRITERIA)]
     if not found:
-        return Review(reviewer, abstained=True, error="no JSON object with a 'scores' mapping")
+        return Review(reviewer, abstained=True, error="no JSON object with a 'scores' mapping", model=model)
     raw = found[-1]
     scores: dict[str, int] = {}
     for name in CRITERIA:
-        value = raw["scores"].get(name)
-        if isinstance(value, bool):
-            value = int(value)
-        if value not in (0, 1):
-            return Review(reviewer, abstained=True, error=f"criterion {name!r} must be 0 or 1, got {value!r}")
-        scores[name] = int(value)
-    comment = raw.get("comment") or raw.get("reasoning") or ""
-    return Review(reviewer, scores, str(comment))
+        value = _score(raw.get(name))
+        if value is None:
+            return Review(
+                reviewer,
+                abstained=True,
+                error=f"criterion {name!r} must be 0 or 1, got {raw.get(name)!r}",
+                model=model,
+            )
+        scores[name] = value
+    holder = next((v for v in reversed(objects) if v.get("scores") is raw or v is raw), {})
+    comment = holder.get("comment") or holder.get("reasoning") or ""
+    return Review(reviewer, scores, str(comment), model=model)
+
+
+REVIEW_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "comment": {"type": "string", "maxLength": 300},
+        "scores": {
+            "type": "object",
+            "properties": {c: {"type": "integer", "enum": [0, 1]} for c in CRITERIA},
+            "required": list(CRITERIA),
+            "additionalProperties": False,
+        },
+    },
+    "required": ["comment", "scores"],
+    "additionalProperties": False,
+}
+"""The JSON schema of a review (sent as ``response_format`` where the server enforces schemas)."""
 
 
 def vote(reviews: Sequence[Review], threshold: float) -> Verdict:
@@ -146,13 +191,14 @@ def vote(reviews: Sequence[Review], threshold: float) -> Verdict:
     return Verdict(accepted, score, votes, disagreement, tuple(reviews), tuple(reasons) if not accepted else ())
 
 
-def review_prompt(task: Task, tools: ToolSet, diff: list[dict[str, Any]]) -> str:
+def review_prompt(task: Task, tools: ToolSet, diff: list[dict[str, Any]], diff_chars: int = 12000) -> str:
     """The user message a reviewer gets: the blueprint, the tools used and the DB diff.
 
     Args:
         task: The blueprint.
         tools: The domain's tools.
         diff: Changed rows with before/after values.
+        diff_chars: Length cap of the diff's JSON.
 
     Returns:
         Markdown text.
@@ -173,12 +219,19 @@ def review_prompt(task: Task, tools: ToolSet, diff: list[dict[str, Any]]) -> str
         + "\n\n## Tools used\n"
         + json.dumps(used, ensure_ascii=False, indent=1)
         + "\n\n## DB changes made by the actions (before -> after)\n"
-        + json.dumps(diff, ensure_ascii=False)[:12000]
+        + json.dumps(diff, ensure_ascii=False)[:diff_chars]
     )
+
+
+def _model_name(client: Any) -> str | None:
+    return getattr(getattr(client, "config", None), "model", None)
 
 
 class Committee:
     """N LLM reviewers and a majority vote.
+
+    Reviewers are a list of clients (one per member: several models make a real committee) or one client
+    asked ``size`` times with different seeds. :meth:`areview` asks every member concurrently.
 
     Args:
         clients: One client per reviewer, or one client sampled ``size`` times with different seeds.
@@ -187,6 +240,9 @@ class Committee:
         temperature: Sampling temperature of the reviewers.
         policy: The domain policy shown to reviewers.
         system_prompt: Overrides the shipped ``reviewer.md``.
+        json_mode: How to ask the server for JSON (see :data:`~apigen_envs.datagen.proposers.JsonMode`).
+        diff_chars: Length cap of the DB diff shown (keeps prompts small for local models).
+        models: Names recorded for each member (default: each client's configured model).
 
     """
 
@@ -198,6 +254,10 @@ class Committee:
         temperature: float = 0.7,
         policy: str = "",
         system_prompt: str | None = None,
+        *,
+        json_mode: JsonMode = "off",
+        diff_chars: int = 12000,
+        models: Sequence[str | None] | None = None,
     ) -> None:
         if isinstance(clients, Sequence):
             if not clients:
@@ -209,18 +269,42 @@ class Committee:
             self.clients = (clients,) * size
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        if models is not None and len(models) != len(self.clients):
+            raise ValueError(f"{len(models)} model names for {len(self.clients)} reviewers")
         self.threshold = threshold
         self.temperature = temperature
         base = system_prompt or load_prompt("reviewer")
-        self.system_prompt = base + (f"\n\n## Domain policy\n{policy}" if policy else "")
+        # Policy first, as in the proposer's system prompt: a prompt cache reuses the shared prefix.
+        self.system_prompt = (f"# Domain policy\n\n{policy}\n\n" if policy else "") + base
+        self.json_mode: JsonMode = json_mode
+        self.diff_chars = diff_chars
+        self.models: tuple[str | None, ...] = (
+            tuple(models) if models is not None else tuple(map(_model_name, self.clients))
+        )
 
     @property
     def size(self) -> int:
         """Number of reviewers."""
         return len(self.clients)
 
+    def describe(self) -> str:
+        """Size, members and threshold, for statistics."""
+        names = sorted({m or "?" for m in self.models})
+        return f"{self.size} reviewers ({', '.join(names)}), threshold {self.threshold}"
+
+    def _requests(self, task: Task, tools: ToolSet, diff: list[dict[str, Any]], seed: int) -> list[LLMRequest]:
+        messages = [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": review_prompt(task, tools, diff, self.diff_chars)},
+        ]
+        fmt = response_format(REVIEW_SCHEMA, self.json_mode, "review")
+        return [
+            LLMRequest(messages, seed=seed + i, temperature=self.temperature, response_format=fmt)
+            for i in range(self.size)
+        ]
+
     def review(self, task: Task, tools: ToolSet, diff: list[dict[str, Any]], seed: int = 0) -> Verdict:
-        """Collect every reviewer's scores and vote.
+        """Collect every reviewer's scores (one after another) and vote.
 
         Args:
             task: The blueprint.
@@ -232,16 +316,51 @@ class Committee:
             The verdict.
 
         """
-        messages = [
-            {"role": "system", "content": self.system_prompt},
-            {"role": "user", "content": review_prompt(task, tools, diff)},
-        ]
         reviews = []
-        for i, client in enumerate(self.clients):
+        for i, (client, request) in enumerate(zip(self.clients, self._requests(task, tools, diff, seed), strict=True)):
             try:
-                completion = client.complete(messages, seed=seed + i, temperature=self.temperature)
+                completion = client.complete(request)
             except LLMError as exc:
-                reviews.append(Review(i, abstained=True, error=f"LLM call failed: {exc}"))
+                reviews.append(Review(i, abstained=True, error=f"LLM call failed: {exc}", model=self.models[i]))
                 continue
-            reviews.append(parse_review(completion.message.content, i))
+            reviews.append(parse_review(completion.message.content, i, self.models[i]))
         return vote(reviews, self.threshold)
+
+    async def areview(
+        self,
+        task: Task,
+        tools: ToolSet,
+        diff: list[dict[str, Any]],
+        seed: int = 0,
+        limit: asyncio.Semaphore | None = None,
+    ) -> Verdict:
+        """Async :meth:`review`: every member is asked at once (bounded by ``limit`` if given).
+
+        Args:
+            task: The blueprint.
+            tools: The domain's tools.
+            diff: The DB diff of the gold actions.
+            seed: Base seed; reviewer ``i`` uses ``seed + i``.
+            limit: A semaphore shared with the rest of the run, bounding requests in flight.
+
+        Returns:
+            The verdict.
+
+        """
+
+        async def ask(i: int, client: LLMClient, request: LLMRequest) -> Review:
+            try:
+                if limit is None:
+                    completion = await client.acomplete(request)
+                else:
+                    async with limit:
+                        completion = await client.acomplete(request)
+            except LLMError as exc:
+                return Review(i, abstained=True, error=f"LLM call failed: {exc}", model=self.models[i])
+            return parse_review(completion.message.content, i, self.models[i])
+
+        requests = self._requests(task, tools, diff, seed)
+        reviews = await asyncio.gather(
+            *(ask(i, c, r) for i, (c, r) in enumerate(zip(self.clients, requests, strict=True)))
+        )
+        return vote(list(reviews), self.threshold)

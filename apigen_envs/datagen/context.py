@@ -15,7 +15,7 @@ import json
 import random
 import re
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -40,6 +40,9 @@ class GraphHints:
         returns: Tool -> fields its (plain text) output provides, e.g. a lookup returning a user id.
         forbidden: (A, B) pairs the policy does not allow in sequence.
         skip: Tools left out of the graph (thinking, hand-off).
+        identify: Tools a conversation starts with to identify the customer (``find_user_id_by_email``);
+            walks start at one of them. Empty: walks start at the graph's entry points.
+        profile: The tool reading the customer's profile after identification (``get_user_details``).
 
     """
 
@@ -47,6 +50,8 @@ class GraphHints:
     returns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     forbidden: frozenset[tuple[str, str]] = frozenset()
     skip: frozenset[str] = frozenset({"think", "transfer_to_human_agents", "calculate"})
+    identify: tuple[str, ...] = ()
+    profile: str | None = None
 
 
 _RETAIL_ORDER = retail_models.Order
@@ -76,6 +81,8 @@ DOMAIN_HINTS: Mapping[str, GraphHints] = MappingProxyType(
                 "find_user_id_by_name_zip": ("user_id",),
                 "list_all_product_types": ("product_id",),
             },
+            identify=("find_user_id_by_email", "find_user_id_by_name_zip"),
+            profile="get_user_details",
             forbidden=frozenset(
                 {
                     ("cancel_pending_order", "modify_pending_order_items"),
@@ -101,6 +108,9 @@ DOMAIN_HINTS: Mapping[str, GraphHints] = MappingProxyType(
                 }
             ),
             forbidden=frozenset({("cancel_reservation", "update_reservation_flights")}),
+            # Airline customers give their user id; the agent reads the profile first.
+            identify=("get_user_details",),
+            profile="get_user_details",
         ),
         "mock": GraphHints(
             rows=MappingProxyType(
@@ -112,6 +122,8 @@ DOMAIN_HINTS: Mapping[str, GraphHints] = MappingProxyType(
                 }
             ),
             returns={"find_customer_by_email": ("customer_id",)},
+            identify=("find_customer_by_email",),
+            profile="get_customer_details",
         ),
     }
 )
@@ -229,6 +241,70 @@ class ToolGraph:
             n for n in self.nodes if n not in self.writers
         )
 
+    def path_to(self, sources: Sequence[str], target: str) -> tuple[str, ...]:
+        """The shortest edge path from any of ``sources`` to ``target`` (excluding the source; empty if none).
+
+        Args:
+            sources: Tools already in the walk.
+            target: The tool to reach.
+
+        Returns:
+            The tools after the source, ending with ``target``; empty when unreachable.
+
+        """
+        frontier = [(s, ()) for s in sources]
+        seen = set(sources)
+        while frontier:
+            nxt: list[tuple[str, tuple[str, ...]]] = []
+            for node, path in frontier:
+                for succ in self.successors(node):
+                    if succ == target:
+                        return (*path, succ)
+                    if succ not in seen and succ not in self.writers:
+                        seen.add(succ)
+                        nxt.append((succ, (*path, succ)))
+            frontier = nxt
+        return ()
+
+    def write_walk(
+        self, rng: random.Random, hints: GraphHints, writes: int = 1, allowed: Sequence[str] | None = None
+    ) -> tuple[str, ...]:
+        """A walk that starts by identifying the customer and reaches ``writes`` writer tools.
+
+        The walk is: one identification tool (``hints.identify``), the profile read, then for each chosen
+        writer the shortest read path to it from what the walk has visited. A writer the graph cannot
+        reach is still appended: it is the goal, and its arguments can come from the records shown.
+
+        Args:
+            rng: Random source.
+            hints: The domain hints (identification and profile tools, forbidden pairs).
+            writes: Writer tools to reach.
+            allowed: Writers to choose from (defaults to all of the graph's writers).
+
+        Returns:
+            The tools, in order, without repeats.
+
+        """
+        starts = [t for t in hints.identify if t in self.nodes] or list(self.entry_points())
+        if not starts:
+            return ()
+        walk = [rng.choice(starts)]
+        if hints.profile and hints.profile in self.nodes and hints.profile not in walk:
+            walk.append(hints.profile)
+        pool = sorted(allowed if allowed is not None else self.writers)
+        chosen: list[str] = []
+        rng.shuffle(pool)
+        for writer in pool:
+            if len(chosen) >= writes:
+                break
+            if any((c, writer) in hints.forbidden or (writer, c) in hints.forbidden for c in chosen):
+                continue
+            chosen.append(writer)
+        for writer in chosen:
+            path = self.path_to(walk, writer) or (writer,)
+            walk.extend(n for n in path if n not in walk)
+        return tuple(walk)
+
     def random_walk(self, rng: random.Random, length: int, write_weight: float = 3.0) -> tuple[str, ...]:
         """A walk along edges, preferring writers (read tools are left to the conversation phase).
 
@@ -283,8 +359,54 @@ PERSONAS: tuple[str, ...] = (
     "friendly and chatty, but sticks to the facts they know",
     "firm and direct, knows exactly what they want",
     "skeptical, double-checks what the agent says",
+    "anxious about making a mistake, asks the agent to confirm each detail",
+    "formal and precise, spells out every detail in full sentences",
+    "curt and a bit annoyed after a bad experience, but not rude",
+    "indecisive, weighs options aloud before choosing",
+    "elderly and unhurried, not comfortable with technical words",
+    "busy parent calling between errands, answers one thing at a time",
+    "persistent, pushes back once when told no before accepting it",
+    "gives information only when asked for it, never volunteers details",
+    "cheerful and trusting, accepts the agent's suggestions readily",
 )
 """Persona sketches (written for this project) mixed with the sampled user's identity."""
+
+FAMILIES: Mapping[str, str] = MappingProxyType(
+    {
+        "direct": "One clear request about one record; the customer knows what they want.",
+        "lookup": "The customer describes the target by a property the agent must resolve with tools "
+        "(the cheapest option, the most recent order, the same item in another colour, a flight under a "
+        "budget) instead of naming ids.",
+        "conditional": "The customer's wish depends on something the agent must look up: 'if ... then ..., "
+        "otherwise ...'. The actions follow the branch the records make true.",
+        "hidden_fact": "The customer does not know or forgets a fact the agent needs (an order id, a "
+        "reservation number) and the agent must find it with the tools; the instruction says what the "
+        "customer does not know.",
+        "change_of_mind": "The customer first asks for one thing, then changes their mind before it is "
+        "done; the actions are only the final choice.",
+        "multi_intent": "Two or more requests about different records in one conversation, each with its "
+        "own write action.",
+        "refusal": "The customer pushes for something the policy forbids; the right outcome is no write: "
+        "the actions are reads only and the outputs hold the fact the agent must state.",
+        "transfer": "The customer needs something only a human agent can do under the policy; the actions "
+        "end with transfer_to_human_agents.",
+    }
+)
+"""Task families the LLM proposer is asked for (the family is recorded in provenance)."""
+
+FAMILY_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {
+        "direct": 3.0,
+        "lookup": 2.0,
+        "conditional": 2.0,
+        "hidden_fact": 1.5,
+        "change_of_mind": 1.0,
+        "multi_intent": 2.0,
+        "refusal": 1.0,
+        "transfer": 0.5,
+    }
+)
+"""How often each family is drawn (simple families first: a small model follows them best)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,9 +414,9 @@ class SamplerWeights:
     """How much of each kind of context one proposal gets, redrawn per proposal as in the paper.
 
     Attributes:
-        tools: Length of the tool walk.
-        write_weight: Preference for writer tools in the walk.
-        policy: Number of policy clauses.
+        tools: Write tools the walk reaches (after identification).
+        write_weight: Preference for writer tools in the walk (kept for walks without identification).
+        policy: Number of policy clauses (0: the full policy is given, as it is by default).
         records: Number of related records shown.
         persona: Whether a persona is given.
         examples: Number of few-shot examples.
@@ -312,12 +434,12 @@ class SamplerWeights:
     def draw(cls, rng: random.Random) -> SamplerWeights:
         """Draw a random mix."""
         return cls(
-            tools=rng.randint(2, 4),
+            tools=rng.choice((1, 1, 1, 2)),
             write_weight=rng.choice((2.0, 4.0, 8.0)),
-            policy=rng.randint(2, 6),
-            records=rng.randint(1, 4),
+            policy=0,
+            records=rng.randint(1, 2),
             persona=rng.random() < 0.8,
-            examples=rng.randint(0, 2),
+            examples=rng.randint(0, 1),
         )
 
 
@@ -329,13 +451,17 @@ class Context:
         domain: Domain name.
         user_id: The sampled user.
         user: The user's record as JSON data.
-        records: Related records ({table: {key: JSON}}).
-        tools: The sampled tool walk.
+        records: Related records ({table: {key: JSON}}), chosen to fit the walk's writes.
+        tools: The sampled tool walk (identification first, then the reads leading to the writes).
         persona: The persona text, if any.
-        policy: The sampled policy clauses.
-        examples: Few-shot blueprints.
+        policy: The policy's clauses (all of them).
+        examples: Few-shot blueprints (train split only).
         intent: A template intent, when the proposer uses templates.
         weights: The sampler weights used.
+        policy_text: The full policy text given to the proposer.
+        family: The task family asked for (see :data:`FAMILIES`).
+        candidates: Records the writes can use, by label (variants of the user's items, flights from a
+            real search), as JSON data.
 
     """
 
@@ -349,6 +475,9 @@ class Context:
     examples: tuple[Task, ...] = ()
     intent: str | None = None
     weights: SamplerWeights | None = None
+    policy_text: str = ""
+    family: str | None = None
+    candidates: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """A compact JSON-able record of what was sampled (for provenance)."""
@@ -356,10 +485,12 @@ class Context:
             "user_id": self.user_id,
             "tools": list(self.tools),
             "persona": self.persona,
-            "policy_clauses": len(self.policy),
+            "policy": "full" if self.policy_text else f"{len(self.policy)} clauses",
             "records": {t: sorted(rows) for t, rows in self.records.items()},
+            "candidates": sorted(self.candidates),
             "examples": [t.id for t in self.examples],
             "intent": self.intent,
+            "family": self.family,
         }
 
 
@@ -402,32 +533,210 @@ def related_records(
     return out
 
 
+_RETAIL_STATUS: Mapping[str, str] = MappingProxyType(
+    {
+        "cancel_pending_order": "pending",
+        "modify_pending_order_address": "pending",
+        "modify_pending_order_items": "pending",
+        "modify_pending_order_payment": "pending",
+        "exchange_delivered_order_items": "delivered",
+        "return_delivered_order_items": "delivered",
+    }
+)
+"""Order status each retail write needs (the policy's rule; the records shown are chosen to fit it)."""
+
+_VARIANT_WRITES = frozenset({"exchange_delivered_order_items", "modify_pending_order_items"})
+_MAX_VARIANTS = 4
+_MAX_FLIGHTS = 3
+
+
+def _search_flights(tools: ToolSet, snapshot: Snapshot, origin: str, destination: str, date: str) -> list[Any]:
+    """Run the domain's own ``search_direct_flight`` (a real search, so candidates are bookable)."""
+    if "search_direct_flight" not in tools:
+        return []
+    try:
+        found = tools.call(
+            snapshot.view(), "search_direct_flight", {"origin": origin, "destination": destination, "date": date}
+        )
+    except Exception:  # noqa: BLE001 - a refused search just yields no candidates
+        return []
+    return list(found)[:_MAX_FLIGHTS] if isinstance(found, list) else []
+
+
+def ground_retail(
+    snapshot: Snapshot, tools: ToolSet, user: Mapping[str, Any], writes: Sequence[str], rng: random.Random, limit: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Retail orders whose status allows the chosen writes, and other variants of their items.
+
+    Args:
+        snapshot: The base DB.
+        tools: The domain's tools.
+        user: The user's row.
+        writes: The walk's write tools.
+        rng: Random source.
+        limit: Orders to show at most.
+
+    Returns:
+        (records, candidates): orders by id; ``variants of <item_id>`` -> available other variants.
+
+    """
+    orders = snapshot.tables.get("orders", {})
+    mine = [o for o in user.get("orders", ()) if o in orders]
+    wanted = {_RETAIL_STATUS[w] for w in writes if w in _RETAIL_STATUS}
+    fitting = [o for o in mine if orders[o].get("status") in wanted]
+    rng.shuffle(fitting)
+    rest = [o for o in mine if o not in fitting]
+    rng.shuffle(rest)
+    chosen = (fitting + rest)[: max(limit, len(wanted))]
+    records = {"orders": {o: copy_row(orders[o]) for o in chosen}} if chosen else {}
+    candidates: dict[str, Any] = {}
+    if _VARIANT_WRITES & set(writes):
+        products = snapshot.tables.get("products", {})
+        for oid in [o for o in chosen if o in fitting][:1] or chosen[:1]:
+            for item in list(orders[oid].get("items", ()))[:2]:
+                product = products.get(item.get("product_id"))
+                if product is None:
+                    continue
+                others = [
+                    {"item_id": v["item_id"], "options": v["options"], "price": v["price"]}
+                    for v in product.get("variants", {}).values()
+                    if v.get("available") and v.get("item_id") != item.get("item_id")
+                ]
+                rng.shuffle(others)
+                if others:
+                    candidates[f"available variants of {item.get('name', 'item')} {item['item_id']}"] = others[
+                        :_MAX_VARIANTS
+                    ]
+    return records, candidates
+
+
+def ground_airline(
+    snapshot: Snapshot, tools: ToolSet, user: Mapping[str, Any], writes: Sequence[str], rng: random.Random, limit: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Airline reservations for the chosen writes, and candidate flights from a real search.
+
+    Args:
+        snapshot: The base DB.
+        tools: The domain's tools.
+        user: The user's row.
+        writes: The walk's write tools.
+        rng: Random source.
+        limit: Reservations to show at most.
+
+    Returns:
+        (records, candidates): reservations by id; ``flights <origin>-><destination> on <date>`` -> the
+        search results.
+
+    """
+    reservations = snapshot.tables.get("reservations", {})
+    mine = [r for r in user.get("reservations", ()) if r in reservations]
+    if "update_reservation_flights" in writes:
+        # Basic economy flights cannot be changed: show changeable reservations first.
+        mine.sort(key=lambda r: reservations[r].get("cabin") == "basic_economy")
+        head = [r for r in mine if reservations[r].get("cabin") != "basic_economy"]
+        rng.shuffle(head)
+        mine = head + [r for r in mine if r not in head]
+    else:
+        rng.shuffle(mine)
+    chosen = mine[:limit]
+    records = {"reservations": {r: copy_row(reservations[r]) for r in chosen}} if chosen else {}
+    candidates: dict[str, Any] = {}
+    legs: list[tuple[str, str, str]] = []
+    flights = snapshot.tables.get("flights", {})
+    if "update_reservation_flights" in writes and chosen:
+        first = reservations[chosen[0]]["flights"][0]
+        # Bookable dates of the same route (a change keeps the trip's endpoints).
+        dates = sorted(
+            {
+                d
+                for row in flights.values()
+                if row.get("origin") == first["origin"] and row.get("destination") == first["destination"]
+                for d, v in row.get("dates", {}).items()
+                if v.get("status") == "available" and d != first["date"]
+            }
+        )
+        if dates:
+            legs.append((first["origin"], first["destination"], rng.choice(dates)))
+    if "book_reservation" in writes:
+        keys = sorted(flights)
+        for _ in range(8):
+            row = flights[rng.choice(keys)]
+            dates = sorted(d for d, v in row.get("dates", {}).items() if v.get("status") == "available")
+            if dates:
+                legs.append((row["origin"], row["destination"], rng.choice(dates)))
+                break
+    for origin, destination, date in legs:
+        found = _search_flights(tools, snapshot, origin, destination, date)
+        if found:
+            candidates[f"flights {origin}->{destination} on {date} (search_direct_flight)"] = found
+    return records, candidates
+
+
+Grounder = Callable[
+    [Snapshot, ToolSet, Mapping[str, Any], Sequence[str], random.Random, int],
+    tuple[dict[str, dict[str, Any]], dict[str, Any]],
+]
+"""Picks a user's records (and candidate records) that fit the chosen writes."""
+
+GROUNDERS: Mapping[str, Grounder] = MappingProxyType({"retail": ground_retail, "airline": ground_airline})
+"""Per-domain grounding (other domains show the records the user's fields point to)."""
+
+
+def _domain_slot(domain: Any, name: str) -> Any:
+    """A field of the domain's ``datagen`` slot, if the domain has one (hints may live there)."""
+    return getattr(getattr(domain, "datagen", None), name, None)
+
+
 class ContextSampler:
     """Samples proposal contexts from a domain.
 
     Args:
         domain: The loaded domain (snapshot, tools, policy, tasks).
-        hints: The tool-graph hints (defaults to the domain's entry in :data:`DOMAIN_HINTS`).
-        examples: Few-shot pool (defaults to the domain's tasks).
+        hints: The tool-graph hints (defaults to the domain's ``datagen.graph_hints`` if it has that slot,
+            else its entry in :data:`DOMAIN_HINTS`).
+        examples: Few-shot pool (defaults to the domain's ``train`` split: test tasks never leak into
+            prompts).
+        include_test_users: Also sample users that test-split tasks are about (off by default, so a
+            generated set does not overlap the test split's users).
 
     """
 
-    def __init__(self, domain: Any, hints: GraphHints | None = None, examples: Sequence[Task] | None = None) -> None:
+    def __init__(
+        self,
+        domain: Any,
+        hints: GraphHints | None = None,
+        examples: Sequence[Task] | None = None,
+        include_test_users: bool = False,
+    ) -> None:
         self.domain = domain
-        self.graph = ToolGraph.build(domain.tools, hints or DOMAIN_HINTS.get(domain.name))
+        self.hints = hints or _domain_slot(domain, "graph_hints") or DOMAIN_HINTS.get(domain.name) or GraphHints()
+        self.graph = ToolGraph.build(domain.tools, self.hints)
         self.clauses = policy_clauses(domain.policy)
-        self.examples = tuple(examples if examples is not None else domain.task_list())
+        splits = getattr(domain, "splits", {}) or {}
+        if examples is None:
+            examples = domain.task_list("train") if "train" in splits else ()
+        self.examples = tuple(examples)
         table = user_table(domain.snapshot)
         self._user_table = table
-        self._user_ids = tuple(domain.snapshot.tables[table]) if table else ()
+        users = tuple(domain.snapshot.tables[table]) if table else ()
+        self.excluded_users: frozenset[str] = frozenset()
+        if not include_test_users and "test" in splits:
+            self.excluded_users = frozenset(
+                t.user_id for t in domain.task_list("test") if t.user_id is not None and t.user_id in users
+            )
+        self._user_ids = tuple(u for u in users if u not in self.excluded_users) or users
+        self._grounder = _domain_slot(domain, "grounder") or GROUNDERS.get(domain.name)
 
-    def sample(self, rng: random.Random, intent: str | None = None, user_id: str | None = None) -> Context:
+    def sample(
+        self, rng: random.Random, intent: str | None = None, user_id: str | None = None, family: str | None = None
+    ) -> Context:
         """Draw one context.
 
         Args:
             rng: Random source (the only source of randomness: same seed, same context).
             intent: A template intent to carry along.
             user_id: Force this user instead of a random one.
+            family: Force this task family instead of a weighted draw.
 
         Returns:
             The context.
@@ -435,17 +744,19 @@ class ContextSampler:
         """
         weights = SamplerWeights.draw(rng)
         snapshot = self.domain.snapshot
+        family = family or rng.choices(list(FAMILY_WEIGHTS), weights=list(FAMILY_WEIGHTS.values()))[0]
+        writes = 2 if family == "multi_intent" else weights.tools
         uid = user_id or (rng.choice(self._user_ids) if self._user_ids else None)
         user = snapshot.tables[self._user_table].get(uid) if (self._user_table and uid) else None
-        records = related_records(snapshot, user, weights.records, rng) if user is not None else {}
-        tools = self.graph.random_walk(rng, weights.tools, weights.write_weight)
-        # Clauses naming a sampled tool's verb (cancel, exchange...) are preferred; others fill up.
-        verbs = {w for t in tools for w in t.split("_") if len(w) > 3}
-        relevant = [c for c in self.clauses if any(v in c.lower() for v in verbs)]
-        rest = [c for c in self.clauses if c not in relevant]
-        rng.shuffle(relevant)
-        rng.shuffle(rest)
-        policy = tuple((relevant + rest)[: weights.policy])
+        tools = self.graph.write_walk(rng, self.hints, writes)
+        chosen_writes = [t for t in tools if t in self.graph.writers]
+        candidates: dict[str, Any] = {}
+        if user is not None and self._grounder is not None:
+            records, candidates = self._grounder(snapshot, self.domain.tools, user, chosen_writes, rng, weights.records)
+        elif user is not None:
+            records = related_records(snapshot, user, weights.records, rng)
+        else:
+            records = {}
         persona = None
         if weights.persona and user is not None:
             name = user.get("name")
@@ -459,42 +770,52 @@ class ContextSampler:
             records=records,
             tools=tools,
             persona=persona,
-            policy=policy,
+            policy=self.clauses,
             examples=examples,
             intent=intent,
             weights=weights,
+            policy_text=self.domain.policy,
+            family=family,
+            candidates=candidates,
         )
 
 
-def render_context(context: Context, tools: ToolSet) -> str:
+def render_context(context: Context, tools: ToolSet, include_policy: bool = True) -> str:
     """The context as prompt text for an LLM proposer.
 
     Args:
         context: The sampled context.
-        tools: The domain's tools (for the schemas of the sampled tools).
+        tools: The domain's tools (kept for callers; the signatures are in the proposer's system prompt).
+        include_policy: Put the policy in this text (an LLM proposer puts it in its system prompt
+            instead, so the server's prompt cache reuses it across proposals).
 
     Returns:
         Markdown text.
 
     """
     parts = [f"## Domain\n{context.domain}"]
-    sampled = [tools[n].schema for n in context.tools if n in tools]
-    reads = [t.schema for t in tools if not t.mutates and t.name not in context.tools and not t.terminal]
-    parts.append("## Focus tools (the blueprint should use some of these)\n" + json.dumps(sampled, indent=1))
-    parts.append("## Other read tools\n" + ", ".join(s["function"]["name"] for s in reads))
+    if context.family and context.family in FAMILIES:
+        parts.append(f"## Task family: {context.family}\n{FAMILIES[context.family]}")
+    # Names only: the proposer's system prompt lists every tool's signature (cached by the server).
+    parts.append("## Tool path (identify the customer, then reach the write tools)\n" + " -> ".join(context.tools))
     if context.user is not None:
         parts.append(f"## User ({context.user_id})\n" + json.dumps(context.user, ensure_ascii=False))
     for table, rows in context.records.items():
-        parts.append(f"## Related {table}\n" + json.dumps(rows, ensure_ascii=False))
+        parts.append(f"## The user's {table}\n" + "\n".join(json.dumps(r, ensure_ascii=False) for r in rows.values()))
+    for label, value in context.candidates.items():
+        parts.append(f"## Candidates: {label}\n" + json.dumps(value, ensure_ascii=False))
     if context.persona:
         parts.append(f"## Persona\n{context.persona}")
-    if context.policy:
-        parts.append("## Policy clauses that apply\n" + "\n".join(f"- {c}" for c in context.policy))
+    if include_policy:
+        if context.policy_text:
+            parts.append("## Policy\n" + context.policy_text)
+        elif context.policy:
+            parts.append("## Policy clauses that apply\n" + "\n".join(f"- {c}" for c in context.policy))
     for i, example in enumerate(context.examples, 1):
         ex = {
             "instruction": example.instruction,
             "actions": [a.model_dump() for a in example.actions],
             "outputs": list(example.outputs),
         }
-        parts.append(f"## Example {i}\n" + json.dumps(ex, ensure_ascii=False))
+        parts.append(f"## Example {i} (another user)\n" + json.dumps(ex, ensure_ascii=False))
     return "\n\n".join(parts)

@@ -7,8 +7,10 @@ template proposer is reproducible bit for bit, and a run with an LLM sends repro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,10 +19,18 @@ from typing import Any
 
 from apigen_envs.datagen.committee import Committee, Verdict
 from apigen_envs.datagen.context import Context, ContextSampler
-from apigen_envs.datagen.feedback import review_feedback, stage_feedback
+from apigen_envs.datagen.feedback import areview_feedback, review_feedback, stage_feedback
 from apigen_envs.datagen.policy_checks import PolicyRule, rules_for
-from apigen_envs.datagen.proposers import Proposal, ProposalError, Proposer
+from apigen_envs.datagen.proposers import (
+    IterativeProposer,
+    Proposal,
+    ProposalError,
+    Proposer,
+    Round,
+    payload_json,
+)
 from apigen_envs.datagen.recombine import combine
+from apigen_envs.datagen.rewrite import InstructionRewriter, LLMRewriter, rewrite_proposal
 from apigen_envs.datagen.validate import (
     STAGES,
     Deduplicator,
@@ -53,7 +63,10 @@ class Phase1Stats:
         accepted: Simple blueprints accepted.
         accepted_first_try: Of those, accepted without feedback.
         retries: Retries made (proposals after the first of an attempt).
-        committee: ``"skipped (offline)"`` or the committee's size and threshold.
+        committee: ``"skipped"`` or the committee's size, members and threshold.
+        skipped: Stage -> proposals that reached it while it was switched off (a committee-less run).
+        llm: Proposer and reviewer call counters: calls, prompt/completion tokens and wall milliseconds.
+        stopped_by_time_limit: The run stopped starting attempts at ``Phase1Config.time_limit_s``.
         recombined_tried: Combinations validated.
         recombined_accepted: Combinations accepted.
         recombined_failures: ``stage: reason head`` -> count, for combinations.
@@ -69,7 +82,10 @@ class Phase1Stats:
     accepted: int = 0
     accepted_first_try: int = 0
     retries: int = 0
-    committee: str = "skipped (offline)"
+    committee: str = "skipped"
+    stopped_by_time_limit: bool = False
+    skipped: Counter[str] = field(default_factory=Counter)
+    llm: Counter[str] = field(default_factory=Counter)
     recombined_tried: int = 0
     recombined_accepted: int = 0
     recombined_failures: Counter[str] = field(default_factory=Counter)
@@ -86,6 +102,9 @@ class Phase1Stats:
             return
         self.proposals += 1
         for result in results:
+            if result.details.get("skipped"):
+                self.skipped[result.stage] += 1
+                continue
             self.reached[result.stage] += 1
             if result.passed:
                 self.passed[result.stage] += 1
@@ -101,18 +120,31 @@ class Phase1Stats:
             "per_proposal": self.accepted / max(self.proposals, 1),
         }
 
+    def speed(self) -> dict[str, float]:
+        """Measured generation speed of the proposer calls (completion tokens per wall second)."""
+        seconds = self.llm["proposer_ms"] / 1000
+        if not seconds:
+            return {}
+        return {"proposer_completion_tokens_per_s": round(self.llm["proposer_completion_tokens"] / seconds, 2)}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able statistics."""
         return {
             "attempts": self.attempts,
             "proposals": self.proposals,
             "no_candidate": self.no_candidate,
-            "stages": {s: {"reached": self.reached[s], "passed": self.passed[s]} for s in STAGES},
+            "stages": {
+                s: {"reached": self.reached[s], "passed": self.passed[s]}
+                | ({"skipped": self.skipped[s]} if self.skipped[s] else {})
+                for s in STAGES
+            },
             "failures": dict(self.failures.most_common()),
             "accepted": self.accepted,
             "accepted_first_try": self.accepted_first_try,
             "retries": self.retries,
             "committee": self.committee,
+            "stopped_by_time_limit": self.stopped_by_time_limit,
+            "llm": dict(self.llm) | self.speed(),
             "recombined": {
                 "tried": self.recombined_tried,
                 "accepted": self.recombined_accepted,
@@ -127,7 +159,8 @@ class Phase1Stats:
         for stage in STAGES:
             reached, ok = self.reached[stage], self.passed[stage]
             pct = f"{100 * ok / reached:6.1f}%" if reached else "     -"
-            lines.append(f"{stage:<12} {reached:>8} {ok:>8} {pct:>7}")
+            note = f"  (skipped for {self.skipped[stage]})" if self.skipped[stage] else ""
+            lines.append(f"{stage:<12} {reached:>8} {ok:>8} {pct:>7}{note}")
         rates = self.rates()
         lines.append(
             f"attempts={self.attempts} proposals={self.proposals} retries={self.retries} "
@@ -138,6 +171,12 @@ class Phase1Stats:
             f"{rates['without_feedback']:.1%} without; per proposal {rates['per_proposal']:.1%}"
         )
         lines.append(f"committee: {self.committee}")
+        if self.llm["proposer_calls"]:
+            lines.append(
+                f"proposer: {self.llm['proposer_calls']} calls, {self.llm['proposer_prompt_tokens']} prompt + "
+                f"{self.llm['proposer_completion_tokens']} completion tokens in {self.llm['proposer_ms'] / 1000:.0f} s "
+                f"({self.speed().get('proposer_completion_tokens_per_s', 0):.1f} completion tok/s)"
+            )
         lines.append(f"recombined: {self.recombined_accepted}/{self.recombined_tried} accepted")
         for reason, count in self.failures.most_common(8):
             lines.append(f"  {count:>5}  {reason}")
@@ -195,6 +234,12 @@ class Phase1Config:
         recombine_parts: Blueprints per combination.
         split_ratio: Share of users whose blueprints go to the ``train`` split (the rest: ``test``).
         id_prefix: Task id prefix (defaults to the domain name).
+        concurrency: Attempts in flight at once (their proposals and reviews run concurrently); with more
+            than one, a run may accept up to ``concurrency - 1`` blueprints beyond ``n``.
+        feedback: Show the proposer its earlier attempts and their feedback on a retry (off: each retry
+            is a fresh proposal for the same context).
+        time_limit_s: Start no new attempt after this many seconds (attempts in flight finish); None: no
+            limit. Keeps slow local-model runs bounded while still writing their statistics.
 
     """
 
@@ -206,8 +251,13 @@ class Phase1Config:
     recombine_parts: int = 2
     split_ratio: float = 0.8
     id_prefix: str | None = None
+    concurrency: int = 1
+    feedback: bool = True
+    time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if self.max_retries is not None and self.max_retries < 0:
@@ -232,18 +282,38 @@ class Phase1Result:
     stats: Phase1Stats
 
 
+@dataclass
+class _Run:
+    """Mutable state shared by the attempts of one run (one event loop, so no locks are needed)."""
+
+    config: Phase1Config
+    stats: Phase1Stats
+    dedup: Deduplicator
+    prefix: str
+    retries: int
+    limit: asyncio.Semaphore
+    accepted: list[tuple[int, Task]] = field(default_factory=list)
+    next_attempt: int = 0
+    done: int = 0
+
+
 class Phase1Pipeline:
     """Propose -> format -> execution -> policy -> triviality -> dedup -> committee, with feedback retries.
+
+    Attempts run concurrently (``Phase1Config.concurrency``): each is a coroutine that proposes, validates,
+    asks the committee (its members at once) and retries with feedback. Rule stages run in the event
+    loop's thread between awaits, so the accepted set and the dedup index need no locks.
 
     Args:
         domain: The loaded domain.
         proposer: The proposer (template or LLM).
-        committee: The review committee; None skips it (offline mode, recorded in provenance).
-        summariser: Optional LLM turning committee reviews into feedback.
-        recombiner: Optional LLM writing combined instructions (template join otherwise).
+        committee: The review committee; None skips it (recorded as ``committee: skipped``).
+        summariser: Optional LLM turning committee reviews into feedback (it sees the blueprint too).
+        recombiner: Optional LLM (or :class:`~apigen_envs.datagen.rewrite.InstructionRewriter`) rewriting
+            combined instructions in one customer's voice (template join otherwise).
         rules: Policy rules (defaults to the domain's rule set).
         sampler: Context sampler (defaults to one over the domain).
-        progress: Called after each attempt with (attempt, accepted so far).
+        progress: Called after each attempt with (attempts done, accepted so far).
 
     """
 
@@ -253,7 +323,7 @@ class Phase1Pipeline:
         proposer: Proposer,
         committee: Committee | None = None,
         summariser: LLMClient | None = None,
-        recombiner: LLMClient | None = None,
+        recombiner: LLMClient | InstructionRewriter | None = None,
         rules: Sequence[PolicyRule] | None = None,
         sampler: ContextSampler | None = None,
         progress: Callable[[int, int], None] | None = None,
@@ -262,7 +332,9 @@ class Phase1Pipeline:
         self.proposer = proposer
         self.committee = committee
         self.summariser = summariser
-        self.recombiner = recombiner
+        if recombiner is not None and not isinstance(recombiner, InstructionRewriter):
+            recombiner = LLMRewriter(recombiner)
+        self.recombiner: InstructionRewriter | None = recombiner
         self.rules = tuple(rules) if rules is not None else rules_for(domain)
         self._sampler = sampler
         self.progress = progress
@@ -275,6 +347,33 @@ class Phase1Pipeline:
         return self._sampler
 
     # ------------------------------------------------------------------------------------ validation
+    def _rule_stages(
+        self, proposal: Proposal, dedup: Deduplicator, task_id: str
+    ) -> tuple[Evaluation | None, Task | None, list[StageResult], tuple[dict[str, Any], ...]]:
+        """Every stage before the committee; returns a finished evaluation when one of them failed."""
+        snapshot, tools, semantics = self.domain.snapshot, self.domain.tools, self.domain.semantics
+        results: list[StageResult] = []
+        fmt = check_format(proposal, tools)
+        results.append(fmt)
+        if not fmt.passed:
+            return Evaluation(None, tuple(results)), None, results, ()
+        execution, trace = check_execution(proposal, snapshot, tools, semantics)
+        results.append(execution)
+        diff = tuple(trace.final.diff())
+        if not execution.passed:
+            return Evaluation(None, tuple(results), diff=diff), None, results, diff
+        task = draft_task(proposal, self.domain.name, task_id)
+        for stage in (
+            lambda: check_policy_stage(trace, self.rules, proposal),
+            lambda: check_triviality(task, snapshot, tools, semantics),
+            lambda: dedup.check(task),
+        ):
+            result = stage()
+            results.append(result)
+            if not result.passed:
+                return Evaluation(task, tuple(results), diff=diff), task, results, diff
+        return None, task, results, diff
+
     def evaluate(
         self, proposal: Proposal, dedup: Deduplicator, seed: int = 0, task_id: str = "candidate"
     ) -> Evaluation:
@@ -290,33 +389,51 @@ class Phase1Pipeline:
             The evaluation.
 
         """
-        snapshot, tools, semantics = self.domain.snapshot, self.domain.tools, self.domain.semantics
-        results: list[StageResult] = []
-        fmt = check_format(proposal, tools)
-        results.append(fmt)
-        if not fmt.passed:
-            return Evaluation(None, tuple(results))
-        execution, trace = check_execution(proposal, snapshot, tools, semantics)
-        results.append(execution)
-        diff = tuple(trace.final.diff())
-        if not execution.passed:
-            return Evaluation(None, tuple(results), diff=diff)
-        task = draft_task(proposal, self.domain.name, task_id)
-        for stage in (
-            lambda: check_policy_stage(trace, self.rules, proposal),
-            lambda: check_triviality(task, snapshot, tools, semantics),
-            lambda: dedup.check(task),
-        ):
-            result = stage()
-            results.append(result)
-            if not result.passed:
-                return Evaluation(task, tuple(results), diff=diff)
-        verdict = None
+        done, task, results, diff = self._rule_stages(proposal, dedup, task_id)
+        if done is not None or task is None:
+            return done or Evaluation(None, tuple(results))
         if self.committee is None:
-            results.append(StageResult("committee", True, details={"skipped": "offline"}))
-        else:
-            verdict = self.committee.review(task, tools, list(diff), seed=seed)
-            results.append(StageResult("committee", verdict.accepted, verdict.reasons, {"score": verdict.score}))
+            results.append(_SKIPPED)
+            return Evaluation(task, tuple(results), None, diff)
+        verdict = self.committee.review(task, self.domain.tools, list(diff), seed=seed)
+        results.append(StageResult("committee", verdict.accepted, verdict.reasons, {"score": verdict.score}))
+        return Evaluation(task, tuple(results), verdict, diff)
+
+    async def aevaluate(
+        self,
+        proposal: Proposal,
+        dedup: Deduplicator,
+        seed: int = 0,
+        task_id: str = "candidate",
+        limit: asyncio.Semaphore | None = None,
+        stats: Phase1Stats | None = None,
+    ) -> Evaluation:
+        """Async :meth:`evaluate`: the committee's members are asked concurrently.
+
+        Args:
+            proposal: The proposal.
+            dedup: The accepted-blueprint index.
+            seed: Seed for the committee.
+            task_id: Id of the candidate task.
+            limit: Bounds the LLM requests in flight.
+            stats: Where to count the committee's time.
+
+        Returns:
+            The evaluation.
+
+        """
+        done, task, results, diff = self._rule_stages(proposal, dedup, task_id)
+        if done is not None or task is None:
+            return done or Evaluation(None, tuple(results))
+        if self.committee is None:
+            results.append(_SKIPPED)
+            return Evaluation(task, tuple(results), None, diff)
+        start = time.perf_counter()
+        verdict = await self.committee.areview(task, self.domain.tools, list(diff), seed=seed, limit=limit)
+        if stats is not None:
+            stats.llm["committee_calls"] += self.committee.size
+            stats.llm["committee_ms"] += round(1000 * (time.perf_counter() - start))
+        results.append(StageResult("committee", verdict.accepted, verdict.reasons, {"score": verdict.score}))
         return Evaluation(task, tuple(results), verdict, diff)
 
     def feedback(self, evaluation: Evaluation, seed: int) -> str:
@@ -325,7 +442,16 @@ class Phase1Pipeline:
         if failure is None:
             return ""
         if failure.stage == "committee" and evaluation.verdict is not None:
-            return review_feedback(evaluation.verdict, evaluation.diff, self.summariser, seed)
+            return review_feedback(evaluation.verdict, evaluation.diff, self.summariser, seed, evaluation.task)
+        return stage_feedback(failure)
+
+    async def afeedback(self, evaluation: Evaluation, seed: int) -> str:
+        """Async :meth:`feedback` (the summariser, when there is one, is asked asynchronously)."""
+        failure = evaluation.failure
+        if failure is None:
+            return ""
+        if failure.stage == "committee" and evaluation.verdict is not None:
+            return await areview_feedback(evaluation.verdict, evaluation.diff, self.summariser, seed, evaluation.task)
         return stage_feedback(failure)
 
     # ------------------------------------------------------------------------------------ run
@@ -347,16 +473,22 @@ class Phase1Pipeline:
         retry: int,
         feedback: list[str],
     ) -> dict[str, Any]:
+        template_prov = proposal.extra.get("template_provenance") or {}
+        family = proposal.extra.get("family") or template_prov.get("family") or context.family
         prov: dict[str, Any] = {
             "generator": "apigen_envs.datagen.phase1",
             "proposer": proposal.proposer,
+            "family": family,
+            "model": proposal.extra.get("model"),
             "seed": seed,
             "attempt": attempt,
+            "attempts": retry + 1,
+            "feedback_rounds": len(feedback),
             "retries": retry,
             "intent": proposal.intent,
-            "stages_passed": [r.stage for r in evaluation.results if r.passed],
+            "stages_passed": [r.stage for r in evaluation.results if r.passed and not r.details.get("skipped")],
             "policy_rules": [r.name for r in self.rules],
-            "committee": evaluation.verdict.to_dict() if evaluation.verdict is not None else "skipped (offline)",
+            "committee": evaluation.verdict.to_dict() if evaluation.verdict is not None else "skipped",
             "feedback": feedback,
             "changed_rows": len(evaluation.diff),
         }
@@ -364,7 +496,7 @@ class Phase1Pipeline:
             prov["context"] = context.summary()
         if proposal.reasoning:
             prov["reasoning"] = proposal.reasoning[:2000]
-        for key in ("model", "template_id", "recombined_from", "instruction_writer"):
+        for key in ("template_id", "recombined_from", "instruction_writer", "repairs"):
             if key in proposal.extra:
                 prov[key] = proposal.extra[key]
         template = proposal.extra.get("template_provenance") or {}
@@ -374,7 +506,7 @@ class Phase1Pipeline:
         return prov
 
     def run(self, config: Phase1Config) -> Phase1Result:
-        """Generate blueprints.
+        """Generate blueprints (runs :meth:`arun` in a fresh event loop).
 
         Args:
             config: Run settings.
@@ -383,58 +515,129 @@ class Phase1Pipeline:
             The accepted blueprints (splits assigned) and statistics.
 
         """
+        return asyncio.run(self.arun(config))
+
+    async def arun(self, config: Phase1Config) -> Phase1Result:
+        """Generate blueprints with up to ``config.concurrency`` attempts in flight.
+
+        Args:
+            config: Run settings.
+
+        Returns:
+            The accepted blueprints (splits assigned, ids numbered in attempt order) and statistics.
+
+        """
         stats = Phase1Stats()
         if self.committee is not None:
-            stats.committee = f"{self.committee.size} reviewers, threshold {self.committee.threshold}"
+            stats.committee = self.committee.describe()
         spec = getattr(self.domain, "datagen", None)
         default = spec.retries if spec is not None else DEFAULT_RETRIES
         retries = config.max_retries if config.max_retries is not None else default
+        state = _Run(
+            config=config,
+            stats=stats,
+            dedup=Deduplicator(self.domain.tools),
+            prefix=config.id_prefix or self.domain.name,
+            retries=retries,
+            limit=asyncio.Semaphore(config.concurrency),
+        )
         max_attempts = config.max_attempts if config.max_attempts is not None else 4 * config.n
-        prefix = config.id_prefix or self.domain.name
-        dedup = Deduplicator(self.domain.tools)
-        accepted: list[Task] = []
-        attempt = 0
-        while len(accepted) < config.n and attempt < max_attempts:
-            context = self._context(random.Random(f"{config.seed}:{attempt}:context"), attempt)
-            stats.attempts += 1
-            feedback: list[str] = []
-            for retry in range(retries + 1):
-                rng = random.Random(f"{config.seed}:{attempt}:{retry}")
-                if retry:
-                    stats.retries += 1
-                proposal = self.proposer.propose(context, rng, feedback[-1] if feedback else None)
-                if isinstance(proposal, ProposalError):
-                    if proposal.stage == "no_candidate":
-                        stats.no_candidate += 1
-                        feedback.append(proposal.reason)
-                        continue
-                    result = StageResult("format", False, (proposal.reason,))
-                    stats.record([result])
-                    feedback.append(stage_feedback(result))
-                    continue
-                task_id = f"{prefix}_{config.seed}_{len(accepted):05d}"
-                evaluation = self.evaluate(proposal, dedup, seed=rng.randrange(2**31), task_id=task_id)
-                stats.record(evaluation.results)
-                if evaluation.accepted and evaluation.task is not None:
-                    prov = self._provenance(proposal, evaluation, context, config.seed, attempt, retry, feedback)
-                    task = evaluation.task.model_copy(update={"provenance": prov})
-                    dedup.add(task)
-                    accepted.append(task)
-                    stats.accepted += 1
-                    stats.accepted_first_try += retry == 0
-                    break
-                feedback.append(self.feedback(evaluation, rng.randrange(2**31)))
-            attempt += 1
-            if self.progress is not None:
-                self.progress(attempt, len(accepted))
-        combos = self.recombine(accepted, dedup, config, stats, prefix)
+
+        deadline = time.monotonic() + config.time_limit_s if config.time_limit_s is not None else None
+
+        async def worker() -> None:
+            while len(state.accepted) < config.n and state.next_attempt < max_attempts:
+                if deadline is not None and time.monotonic() > deadline:
+                    stats.stopped_by_time_limit = True
+                    return
+                attempt = state.next_attempt
+                state.next_attempt += 1
+                await self._attempt(state, attempt)
+                state.done += 1
+                if self.progress is not None:
+                    self.progress(state.done, len(state.accepted))
+
+        await asyncio.gather(*(worker() for _ in range(config.concurrency)))
+        state.accepted.sort(key=lambda pair: pair[0])
+        # Ids follow attempt order, so a concurrent run numbers its blueprints as a sequential one would.
+        accepted = [
+            task.model_copy(update={"id": f"{state.prefix}_{config.seed}_{i:05d}"})
+            for i, (_, task) in enumerate(state.accepted)
+        ]
+        combos = await self.arecombine(accepted, state.dedup, config, stats, state.prefix)
         tasks = assign_splits(accepted + combos, config.split_ratio, config.seed)
         return Phase1Result(tasks, stats)
 
-    def recombine(
+    async def _propose(
+        self, state: _Run, context: Context, rng: random.Random, rounds: list[Round], feedback: list[str]
+    ) -> Proposal | ProposalError:
+        if isinstance(self.proposer, IterativeProposer):
+            start = time.perf_counter()
+            async with state.limit:
+                proposal = await self.proposer.apropose(context, rng, rounds if state.config.feedback else ())
+            llm = state.stats.llm
+            llm["proposer_calls"] += 1
+            llm["proposer_ms"] += round(1000 * (time.perf_counter() - start))
+            if isinstance(proposal, Proposal):
+                usage = proposal.extra.get("usage") or {}
+                llm["proposer_prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
+                llm["proposer_completion_tokens"] += int(usage.get("completion_tokens") or 0)
+            return proposal
+        last = feedback[-1] if feedback and state.config.feedback else None
+        return self.proposer.propose(context, rng, last)
+
+    async def _attempt(self, state: _Run, attempt: int) -> None:
+        """One context: propose, validate, review, and retry with every earlier round as feedback."""
+        config, stats = state.config, state.stats
+        context = self._context(random.Random(f"{config.seed}:{attempt}:context"), attempt)
+        stats.attempts += 1
+        feedback: list[str] = []
+        rounds: list[Round] = []
+        for retry in range(state.retries + 1):
+            rng = random.Random(f"{config.seed}:{attempt}:{retry}")
+            if retry:
+                stats.retries += 1
+            proposal = await self._propose(state, context, rng, rounds, feedback)
+            if isinstance(proposal, ProposalError):
+                if proposal.stage == "no_candidate":
+                    stats.no_candidate += 1
+                    feedback.append(proposal.reason)
+                    continue
+                result = StageResult("format", False, (proposal.reason,))
+                stats.record([result])
+                feedback.append(stage_feedback(result))
+                rounds.append(Round(proposal.raw, feedback[-1]))
+                continue
+            task_id = f"{state.prefix}_{config.seed}_{len(state.accepted):05d}"
+            evaluation = await self.aevaluate(
+                proposal, state.dedup, seed=rng.randrange(2**31), task_id=task_id, limit=state.limit, stats=stats
+            )
+            if evaluation.accepted and evaluation.task is not None:
+                # Another attempt may have been accepted while this one was under review: check again.
+                again = state.dedup.check(evaluation.task)
+                if not again.passed:
+                    upto = [r for r in evaluation.results if r.stage not in ("dedup", "committee")]
+                    evaluation = Evaluation(evaluation.task, (*upto, again), evaluation.verdict, evaluation.diff)
+            stats.record(evaluation.results)
+            if evaluation.accepted and evaluation.task is not None:
+                prov = self._provenance(proposal, evaluation, context, config.seed, attempt, retry, feedback)
+                task = evaluation.task.model_copy(update={"provenance": prov})
+                state.dedup.add(task)
+                state.accepted.append((attempt, task))
+                stats.accepted += 1
+                stats.accepted_first_try += retry == 0
+                return
+            feedback.append(await self.afeedback(evaluation, rng.randrange(2**31)))
+            rounds.append(Round(proposal.extra.get("reply") or payload_json(proposal), feedback[-1]))
+
+    async def arecombine(
         self, accepted: Sequence[Task], dedup: Deduplicator, config: Phase1Config, stats: Phase1Stats, prefix: str
     ) -> list[Task]:
         """Try ``config.recombine`` combinations of accepted blueprints of the same user.
+
+        The combination's actions and template instruction come from
+        :func:`~apigen_envs.datagen.recombine.combine`; with a rewriter, a model then rewrites the
+        instruction as one customer would say it (the paper's step), and the result is validated again.
 
         Args:
             accepted: The accepted simple blueprints.
@@ -467,9 +670,11 @@ class Phase1Pipeline:
             if key in tried:
                 continue
             tried.add(key)
-            proposal = combine(parts, self.domain.tools, rng, self.recombiner)
+            proposal = combine(parts, self.domain.tools, rng)
+            if self.recombiner is not None:
+                proposal = await rewrite_proposal(self.recombiner, parts, proposal, rng.randrange(2**31))
             task_id = f"{prefix}_{config.seed}_combo_{len(combos):05d}"
-            evaluation = self.evaluate(proposal, dedup, seed=rng.randrange(2**31), task_id=task_id)
+            evaluation = await self.aevaluate(proposal, dedup, seed=rng.randrange(2**31), task_id=task_id)
             stats.record(evaluation.results, recombined=True)
             if evaluation.accepted and evaluation.task is not None:
                 empty = Context(self.domain.name, user, None, {}, (), None, ())
@@ -478,6 +683,16 @@ class Phase1Pipeline:
                 dedup.add(task)
                 combos.append(task)
         return combos
+
+    def recombine(
+        self, accepted: Sequence[Task], dedup: Deduplicator, config: Phase1Config, stats: Phase1Stats, prefix: str
+    ) -> list[Task]:
+        """Synchronous :meth:`arecombine`."""
+        return asyncio.run(self.arecombine(accepted, dedup, config, stats, prefix))
+
+
+_SKIPPED = StageResult("committee", True, details={"skipped": True})
+"""The committee stage of a run without a committee: not passed, not failed, counted as skipped."""
 
 
 def assign_splits(tasks: Sequence[Task], train_ratio: float, seed: int) -> list[Task]:
