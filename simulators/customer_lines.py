@@ -76,6 +76,7 @@ _REQUEST_STEMS = (
     "updat",
     "address",
     "pay",
+    "paid",
     "paypal",
     "card",
     "gift",
@@ -109,9 +110,24 @@ _REQUEST_STEMS = (
 _GENERIC_STEMS = frozenset({"order", "item", "help"})  # too common to name a request on their own
 
 
+# Stems that name the same wish: "swap" and "exchange" ask for one thing, "paid" and "pay" too.
+_SYNONYMS = (
+    frozenset({"exchang", "swap", "replac", "switch"}),
+    frozenset({"return", "refund"}),
+    frozenset({"money", "amount", "total", "cost", "price", "paid", "pay"}),
+    frozenset({"modif", "chang", "updat"}),
+    frozenset({"bag", "luggage"}),
+    frozenset({"track", "deliver", "ship", "status"}),
+    frozenset({"compensat", "certificate"}),
+)
+
+
 def _stems(text: str) -> set[str]:
     words = _WORD_RE.findall(text.lower())
     found = {stem for stem in _REQUEST_STEMS for w in words if w.startswith(stem)}
+    for group in _SYNONYMS:
+        if found & group:
+            found |= group
     return found
 
 
@@ -218,7 +234,8 @@ def names_request(line: str, task: Task) -> bool:
     """Whether a customer line names the task's request.
 
     The rule: the line shares at least one request keyword (a stem such as ``cancel``, ``return``,
-    ``exchang``, ``address``, ``flight``) with :func:`request_text`; the generic
+    ``exchang``, ``address``, ``flight``, or a synonym of one: ``swap`` for ``exchang``, ``paid`` for
+    ``pay``) with :func:`request_text`; the generic
     stems ``order``, ``item`` and ``help`` count only when the request has no other stem.
 
     Args:
