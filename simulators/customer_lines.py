@@ -230,6 +230,37 @@ def template_opening(task: Task) -> str:
     return f"Hi, {request[0].lower() + request[1:] if request[:2] != 'I ' else request}"
 
 
+_IDENTITY_RE = re.compile(r"^(?:you are [A-Z][a-z]+ [A-Z]|your (?:name|email|e-mail|user id|zip)\b)", re.IGNORECASE)
+
+
+def identity_text(task: Task) -> str:
+    """What the customer says to identify themselves, in the first person ("My name is ... and my email is ...").
+
+    The structured ``known_info`` when present, else the instruction's sentences naming the customer
+    ("You are Ana Silva (ana@example.com).").
+    """
+    known = task.scenario.known_info
+    if known and known.strip():
+        return first_person(" ".join(known.split()))
+    found = [s for s in _sentences(task.scenario.instruction) if _IDENTITY_RE.match(s)]
+    return first_person(" ".join(found[:2]))
+
+
+def scripted_opening(task: Task) -> str:
+    """The scripted customer's first message: the request, then who they are, in the first person.
+
+    Args:
+        task: The task.
+
+    Returns:
+        For example ``"Hi, I want to move $50 from my checking account. I am Ana Silva (ana@example.com)."``.
+
+    """
+    identity = identity_text(task)
+    opening = template_opening(task)
+    return f"{opening} {identity}" if identity and identity not in opening else opening
+
+
 def names_request(line: str, task: Task) -> bool:
     """Whether a customer line names the task's request.
 
