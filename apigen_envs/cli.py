@@ -285,7 +285,7 @@ def _gold_actions(args: argparse.Namespace, episodes: Sequence[Any]) -> dict[str
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Metrics and report pages from episode files."""
-    from apigen_envs.metrics import format_table, summarize_groups
+    from apigen_envs.metrics import format_partial, format_table, partial_credit, summarize_groups
     from apigen_envs.report import write_report
 
     paths = baseline_beside(args.episodes)
@@ -298,6 +298,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     summaries = list(summarize_groups(episodes, max_k=args.max_k, price_per_mtok=price).values())
     print(format_table(summaries))
     actions = _gold_actions(args, episodes)
+    scored = [ep for ep in episodes if ep.agent not in ("noop", "oracle")]
+    if scored:
+        print()
+        print("partial credit per episode (gold calls made with the right arguments, DB rows right, outputs said):")
+        print(format_partial([partial_credit(ep, actions.get(ep.task_id)) for ep in scored]))
     out_dir = Path(args.out) if args.out else Path(args.episodes[0]).parent
     for kind, path in write_report(episodes, summaries, out_dir, actions=actions).items():
         print(f"{kind:>8}: {path}")

@@ -76,6 +76,7 @@ _REQUEST_STEMS = (
     "updat",
     "address",
     "pay",
+    "paid",
     "paypal",
     "card",
     "gift",
@@ -109,9 +110,24 @@ _REQUEST_STEMS = (
 _GENERIC_STEMS = frozenset({"order", "item", "help"})  # too common to name a request on their own
 
 
+# Stems that name the same wish: "swap" and "exchange" ask for one thing, "paid" and "pay" too.
+_SYNONYMS = (
+    frozenset({"exchang", "swap", "replac", "switch"}),
+    frozenset({"return", "refund"}),
+    frozenset({"money", "amount", "total", "cost", "price", "paid", "pay"}),
+    frozenset({"modif", "chang", "updat"}),
+    frozenset({"bag", "luggage"}),
+    frozenset({"track", "deliver", "ship", "status"}),
+    frozenset({"compensat", "certificate"}),
+)
+
+
 def _stems(text: str) -> set[str]:
     words = _WORD_RE.findall(text.lower())
     found = {stem for stem in _REQUEST_STEMS for w in words if w.startswith(stem)}
+    for group in _SYNONYMS:
+        if found & group:
+            found |= group
     return found
 
 
@@ -214,11 +230,43 @@ def template_opening(task: Task) -> str:
     return f"Hi, {request[0].lower() + request[1:] if request[:2] != 'I ' else request}"
 
 
+_IDENTITY_RE = re.compile(r"^(?:you are [A-Z][a-z]+ [A-Z]|your (?:name|email|e-mail|user id|zip)\b)", re.IGNORECASE)
+
+
+def identity_text(task: Task) -> str:
+    """What the customer says to identify themselves, in the first person ("My name is ... and my email is ...").
+
+    The structured ``known_info`` when present, else the instruction's sentences naming the customer
+    ("You are Ana Silva (ana@example.com).").
+    """
+    known = task.scenario.known_info
+    if known and known.strip():
+        return first_person(" ".join(known.split()))
+    found = [s for s in _sentences(task.scenario.instruction) if _IDENTITY_RE.match(s)]
+    return first_person(" ".join(found[:2]))
+
+
+def scripted_opening(task: Task) -> str:
+    """The scripted customer's first message: the request, then who they are, in the first person.
+
+    Args:
+        task: The task.
+
+    Returns:
+        For example ``"Hi, I want to move $50 from my checking account. I am Ana Silva (ana@example.com)."``.
+
+    """
+    identity = identity_text(task)
+    opening = template_opening(task)
+    return f"{opening} {identity}" if identity and identity not in opening else opening
+
+
 def names_request(line: str, task: Task) -> bool:
     """Whether a customer line names the task's request.
 
     The rule: the line shares at least one request keyword (a stem such as ``cancel``, ``return``,
-    ``exchang``, ``address``, ``flight``) with :func:`request_text`; the generic
+    ``exchang``, ``address``, ``flight``, or a synonym of one: ``swap`` for ``exchang``, ``paid`` for
+    ``pay``) with :func:`request_text`; the generic
     stems ``order``, ``item`` and ``help`` count only when the request has no other stem.
 
     Args:

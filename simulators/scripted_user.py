@@ -1,9 +1,9 @@
 """A deterministic user simulator for tests and offline runs.
 
-It either replays fixed lines, or answers from the task: it opens with the request in the first person
-(:func:`~apigen_envs.simulators.customer_lines.template_opening`, never the raw instruction, which would
-otherwise become the ``human`` turn of exported trajectories), confirms when the agent asks a question,
-and stops once the agent replies without a question.
+It either replays fixed lines, or answers from the task: it opens with the request and who the customer is,
+in the first person (:func:`~apigen_envs.simulators.customer_lines.scripted_opening`; never the raw
+instruction, which would otherwise become the ``human`` turn of exported trajectories), confirms when the
+agent asks a question, and stops once the agent replies without a question.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from apigen_envs.messages import AssistantMessage, Message, UserMessage
 from apigen_envs.protocols import UserTurn
-from apigen_envs.simulators.customer_lines import template_opening
+from apigen_envs.simulators.customer_lines import scripted_opening
 from apigen_envs.task import Task
 
 
@@ -43,7 +43,7 @@ class ScriptedUser:
                 return UserTurn(self.lines[said])
             return UserTurn("", stop="stop")
         if said == 0:
-            return UserTurn(template_opening(task))
+            return UserTurn(scripted_opening(task))
         if said >= self.max_turns:
             return UserTurn("", stop="stop")
         last = next((m for m in reversed(conversation) if isinstance(m, AssistantMessage) and m.content), None)

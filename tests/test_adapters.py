@@ -104,7 +104,9 @@ def test_verifiers_env_rollout_rewards_with_our_verifier() -> None:
     row = vf_env.dataset[0]
     with ScriptedServer(ORACLE_SCRIPT) as server:
         completion, state = _run(server, lambda c: vf_env.rollout(c, "m", row))
-    assert state["prompt"][1]["content"].startswith("You are Ana")
+    # The scripted customer opens with its request in the first person, not the raw instruction.
+    assert state["prompt"][1]["content"].startswith("Hi, I want to move $50")
+    assert "ana@example.com" in state["prompt"][1]["content"]
     assert [m["role"] for m in completion] == ["assistant", "tool", "assistant", "tool", "assistant", "user"]
     assert state["termination"] == "user_stop"
     scores = asyncio.run(vf_env.score(state))

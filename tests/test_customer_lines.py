@@ -79,6 +79,10 @@ def test_first_person_and_template_opening():
 def test_names_request():
     assert names_request("Hi, I'd like to cancel an order.", TASK)
     assert not names_request("About order #W1 please.", TASK)  # an id alone does not say what is wanted
+    swap = TASK.model_copy(
+        update={"scenario": TASK.scenario.model_copy(update={"reason_for_call": "You want to swap the lamp."})}
+    )
+    assert names_request("I want to exchange my lamp for a red one.", swap)
     assert not names_request("Hi, I have a problem.", TASK)
 
 

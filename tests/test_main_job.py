@@ -59,3 +59,7 @@ def test_run_prints_agent_noop_oracle_and_partial_credit(tmp_path: Path, capsys:
     assert oracle["pass_hat_k"]["1"] == 1.0
     page = (out.parent / "report.html").read_text()
     assert '"credit"' in page and '"fields"' in page
+    # `report` on the run's file shows the same screen: baselines beside it, partial credit below.
+    assert main(["report", str(out)]) == 0
+    again = capsys.readouterr().out
+    assert "oracle" in again and "noop" in again and "partial credit per episode" in again

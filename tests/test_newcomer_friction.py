@@ -12,7 +12,7 @@ import pytest
 from apigen_envs.cli import build_parser, main
 from apigen_envs.metrics import Summary
 from apigen_envs.registry import load_domain
-from apigen_envs.simulators.customer_lines import template_opening
+from apigen_envs.simulators.customer_lines import scripted_opening, template_opening
 from apigen_envs.simulators.scripted_user import ScriptedUser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,8 +69,16 @@ def test_svg_curve_draws_later_lines_dashed():
 def test_scripted_user_opens_with_the_request_not_the_instruction():
     task = next(iter(load_domain("retail").task_list("test")))
     turn = ScriptedUser().respond(task, [])
-    assert turn.content == template_opening(task)
+    assert turn.content.startswith(template_opening(task))
+    assert turn.content == scripted_opening(task)
     assert "Persona" not in turn.content and not turn.content.startswith("You are")
+    # Who the customer is still comes with it (an agent must identify them), in the first person.
+    assert "My name is" in turn.content and "your" not in turn.content.lower()
+    mock = load_domain("mock").task("transfer_50")
+    assert scripted_opening(mock) == (
+        "Hi, I want to move $50 from my checking account acc_1001 to my savings account acc_1002. "
+        "My email is ana@example.com."
+    )
 
 
 def test_help_typed_in_play_shows_help_and_is_not_sent(tmp_path: Path):

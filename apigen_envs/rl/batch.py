@@ -453,9 +453,10 @@ def make_vector_env(
 class OracleBatchPolicy:
     """A batched policy that replays each task's gold actions (for tests, benchmarks and sanity checks).
 
-    It identifies the task of a conversation by its first user message, which the scripted user opens
-    with the task's instruction, then issues the next gold action (counting tool results so far) and
-    finally a closing message stating the required outputs. It is privileged, like the oracle agent.
+    It identifies the task of a conversation by its first user message (the scripted user's opening,
+    :func:`~apigen_envs.simulators.customer_lines.scripted_opening`, or the task's instruction), then
+    issues the next gold action (counting tool results so far) and finally a closing message stating the
+    required outputs. It is privileged, like the oracle agent.
 
     Args:
         domain: The domain whose tasks are replayed.
@@ -464,7 +465,10 @@ class OracleBatchPolicy:
 
     def __init__(self, domain: Domain | str = "mock") -> None:
         dom = domain if isinstance(domain, Domain) else load_domain(domain)
+        from apigen_envs.simulators.customer_lines import scripted_opening
+
         self._by_instruction: dict[str, Task] = {t.instruction: t for t in dom.tasks.values()}
+        self._by_instruction.update({scripted_opening(t): t for t in dom.tasks.values()})
         self.calls = 0
 
     def act(self, conversation: Sequence[Mapping[str, Any]]) -> AssistantMessage:
