@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -509,10 +510,13 @@ class ProcessCollector:
         on_conflict: When ``out`` holds a run with other settings (see :class:`Collector`).
         collect_results: Parse the written episodes and return them from :meth:`run` (off: return []).
         max_restarts: Times one episode may be re-run after the worker running it died.
-        start_method: ``multiprocessing`` start method; ``"spawn"`` is safe with threads and on every OS.
+        start_method: ``multiprocessing`` start method. None: ``"forkserver"`` where there is one (safe with
+            threads; the server imports the package once, so each worker starts without re-importing it),
+            else ``"spawn"``. Not ``"fork"``: the parent may run threads (a progress bar, a local model server).
         tune_gc: Tune each worker's garbage collector after setup (see :func:`tuned_gc`).
         failures: After a run, the episodes not written (``episode_id: reason``); a resume runs them again.
         out_path: The file the last :meth:`run` wrote to.
+        startup_s: Seconds from the start of the last :meth:`run` until every worker was ready.
     """
 
     domain: str
@@ -533,10 +537,11 @@ class ProcessCollector:
     on_conflict: ConflictPolicy = "error"
     collect_results: bool = True
     max_restarts: int = 3
-    start_method: str = "spawn"
+    start_method: str | None = None
     tune_gc: bool = True
     failures: list[str] = field(default_factory=list, init=False)
     out_path: Path | None = field(default=None, init=False)
+    startup_s: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.processes < 1 or self.trials < 1 or self.concurrency < 1 or self.max_turns < 1:
@@ -617,7 +622,15 @@ class ProcessCollector:
         queue.reverse()  # pop() from the end hands jobs out in trial-major order
         if not queue:
             return []
-        ctx = multiprocessing.get_context(self.start_method)
+        started = time.perf_counter()
+        self.startup_s = None
+        method = self.start_method
+        if method is None:
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
+            # Imported once in the fork server (if it is not running yet), not again in every worker.
+            ctx.set_forkserver_preload(["apigen_envs.collect", "apigen_envs.llm", "aiohttp"])
         count = min(self.processes, len(queue))
         shares = [max(1, _share(self.concurrency, count, i)) for i in range(count)]
         slots = [self._start(ctx, share) for share in shares]
@@ -723,6 +736,8 @@ class ProcessCollector:
                         feed(slot)
                     elif message[0] == "ready":
                         slot.ready = True
+                        if self.startup_s is None and all(s.ready for s in slots):
+                            self.startup_s = round(time.perf_counter() - started, 3)
                     elif message[0] == "fatal":
                         raise CollectError(f"a worker process could not start: {message[1]}")
         finally:

@@ -134,7 +134,10 @@ def measure_collect(url: str, pid: int, transport: str, concurrency: int, proces
         written = sum(1 for _ in out.open("rb"))
     assert written == episodes and not collector.failures, collector.failures[:3]
     kind = "collect" if processes == 1 else f"processes={processes}"
-    return _figures(kind, transport, concurrency, episodes, wall, cpu, srv, load)
+    figures = _figures(kind, transport, concurrency, episodes, wall, cpu, srv, load)
+    if isinstance(collector, ProcessCollector):
+        figures["startup_s"] = collector.startup_s  # worker start-up, included in the wall time above
+    return figures
 
 
 def measure_calls(url: str, pid: int, transport: str, concurrency: int = 64, calls: int = 2000) -> dict:
