@@ -378,8 +378,11 @@ def _worker_main(jobs_in: Any, results_out: Any, spec: _WorkerSpec) -> None:
     out: ``("ready",)``, ``("fatal", reason)`` when setup failed, and ``("done", [(episode_id, line, failure)])``
     batches, where ``line`` is the episode's JSONL line or None and ``failure`` the reason it has none.
     """
+    import signal
     import threading
 
+    # Ctrl-C reaches the whole process group: the parent alone decides how the run stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         domain = load_domain(spec.domain, spec.data_dir, spec.semantics)
         collector = Collector(
@@ -706,6 +709,7 @@ class ProcessCollector:
                     queue.append((episode_id, job))
             slot.inflight.clear()
 
+        completed = False
         try:
             for slot in slots:
                 feed(slot)
@@ -740,9 +744,13 @@ class ProcessCollector:
                             self.startup_s = round(time.perf_counter() - started, 3)
                     elif message[0] == "fatal":
                         raise CollectError(f"a worker process could not start: {message[1]}")
+            completed = True
         finally:
             for slot in slots:
-                if slot.alive:
+                if slot.alive and not completed:
+                    # Interrupted or failed: stop at once; what was written stays, a resume runs the rest.
+                    slot.process.terminate()
+                elif slot.alive:
                     with contextlib.suppress(OSError):
                         slot.jobs_out.send(None)
             for slot in slots:
