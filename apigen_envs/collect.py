@@ -375,8 +375,9 @@ def _worker_main(jobs_in: Any, results_out: Any, spec: _WorkerSpec) -> None:
     """Body of one worker process: one event loop running the jobs it is sent, episodes sent back as lines.
 
     Messages in: a list of ``(task_id, trial, seed)`` jobs, or None (no more jobs: finish and exit). Messages
-    out: ``("ready",)``, ``("fatal", reason)`` when setup failed, and ``("done", [(episode_id, line, failure)])``
-    batches, where ``line`` is the episode's JSONL line or None and ``failure`` the reason it has none.
+    out: ``("ready",)``, ``("fatal", reason)`` when setup failed, ``("done", [(episode_id, line, failure)])``
+    batches, where ``line`` is the episode's JSONL line or None and ``failure`` the reason it has none, and
+    ``("stats", cpu_seconds)`` last.
     """
     import signal
     import threading
@@ -468,6 +469,10 @@ def _worker_main(jobs_in: Any, results_out: Any, spec: _WorkerSpec) -> None:
         flush()
 
     asyncio.run(run())
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    results_out.send(("stats", usage.ru_utime + usage.ru_stime))
 
 
 @dataclass
@@ -520,6 +525,8 @@ class ProcessCollector:
         failures: After a run, the episodes not written (``episode_id: reason``); a resume runs them again.
         out_path: The file the last :meth:`run` wrote to.
         startup_s: Seconds from the start of the last :meth:`run` until every worker was ready.
+        worker_cpu_s: CPU seconds the last :meth:`run`'s workers used, as they reported on exit (forkserver
+            workers are not this process's children, so ``RUSAGE_CHILDREN`` does not see them).
     """
 
     domain: str
@@ -545,6 +552,7 @@ class ProcessCollector:
     failures: list[str] = field(default_factory=list, init=False)
     out_path: Path | None = field(default=None, init=False)
     startup_s: float | None = field(default=None, init=False)
+    worker_cpu_s: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         if self.processes < 1 or self.trials < 1 or self.concurrency < 1 or self.max_turns < 1:
@@ -627,6 +635,7 @@ class ProcessCollector:
             return []
         started = time.perf_counter()
         self.startup_s = None
+        self.worker_cpu_s = 0.0
         method = self.start_method
         if method is None:
             method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -759,6 +768,11 @@ class ProcessCollector:
                     if slot.process.is_alive():
                         slot.process.terminate()
                         slot.process.join(timeout=5)
+                    with contextlib.suppress(EOFError, OSError):
+                        while slot.results_in.poll():
+                            message = slot.results_in.recv()
+                            if message[0] == "stats":
+                                self.worker_cpu_s += message[1]
                     slot.jobs_out.close()
                     slot.results_in.close()
             if writer is not None:

@@ -41,7 +41,7 @@ def test_same_episodes_as_one_process(tmp_path, mock_domain):
     single = Collector(mock_domain, OracleAgent(), trials=3, concurrency=4).run(out=tmp_path / "one.jsonl")
     many = ProcessCollector("mock", make_oracle, processes=2, trials=3, concurrency=4)
     episodes = many.run(out=tmp_path / "two.jsonl")
-    assert not many.failures
+    assert not many.failures and many.worker_cpu_s > 0 and many.startup_s is not None
     assert sorted(map(_key, episodes)) == sorted(map(_key, single))
     assert sorted(map(_key, load_episodes([tmp_path / "two.jsonl"]))) == sorted(map(_key, single))
     ids = _ids(tmp_path / "two.jsonl")
