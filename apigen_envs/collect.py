@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -374,11 +375,15 @@ def _worker_main(jobs_in: Any, results_out: Any, spec: _WorkerSpec) -> None:
     """Body of one worker process: one event loop running the jobs it is sent, episodes sent back as lines.
 
     Messages in: a list of ``(task_id, trial, seed)`` jobs, or None (no more jobs: finish and exit). Messages
-    out: ``("ready",)``, ``("fatal", reason)`` when setup failed, and ``("done", [(episode_id, line, failure)])``
-    batches, where ``line`` is the episode's JSONL line or None and ``failure`` the reason it has none.
+    out: ``("ready",)``, ``("fatal", reason)`` when setup failed, ``("done", [(episode_id, line, failure)])``
+    batches, where ``line`` is the episode's JSONL line or None and ``failure`` the reason it has none, and
+    ``("stats", cpu_seconds)`` last.
     """
+    import signal
     import threading
 
+    # Ctrl-C reaches the whole process group: the parent alone decides how the run stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         domain = load_domain(spec.domain, spec.data_dir, spec.semantics)
         collector = Collector(
@@ -464,6 +469,10 @@ def _worker_main(jobs_in: Any, results_out: Any, spec: _WorkerSpec) -> None:
         flush()
 
     asyncio.run(run())
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    results_out.send(("stats", usage.ru_utime + usage.ru_stime))
 
 
 @dataclass
@@ -509,10 +518,15 @@ class ProcessCollector:
         on_conflict: When ``out`` holds a run with other settings (see :class:`Collector`).
         collect_results: Parse the written episodes and return them from :meth:`run` (off: return []).
         max_restarts: Times one episode may be re-run after the worker running it died.
-        start_method: ``multiprocessing`` start method; ``"spawn"`` is safe with threads and on every OS.
+        start_method: ``multiprocessing`` start method. None: ``"forkserver"`` where there is one (safe with
+            threads; the server imports the package once, so each worker starts without re-importing it),
+            else ``"spawn"``. Not ``"fork"``: the parent may run threads (a progress bar, a local model server).
         tune_gc: Tune each worker's garbage collector after setup (see :func:`tuned_gc`).
         failures: After a run, the episodes not written (``episode_id: reason``); a resume runs them again.
         out_path: The file the last :meth:`run` wrote to.
+        startup_s: Seconds from the start of the last :meth:`run` until every worker was ready.
+        worker_cpu_s: CPU seconds the last :meth:`run`'s workers used, as they reported on exit (forkserver
+            workers are not this process's children, so ``RUSAGE_CHILDREN`` does not see them).
     """
 
     domain: str
@@ -533,10 +547,12 @@ class ProcessCollector:
     on_conflict: ConflictPolicy = "error"
     collect_results: bool = True
     max_restarts: int = 3
-    start_method: str = "spawn"
+    start_method: str | None = None
     tune_gc: bool = True
     failures: list[str] = field(default_factory=list, init=False)
     out_path: Path | None = field(default=None, init=False)
+    startup_s: float | None = field(default=None, init=False)
+    worker_cpu_s: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         if self.processes < 1 or self.trials < 1 or self.concurrency < 1 or self.max_turns < 1:
@@ -617,7 +633,16 @@ class ProcessCollector:
         queue.reverse()  # pop() from the end hands jobs out in trial-major order
         if not queue:
             return []
-        ctx = multiprocessing.get_context(self.start_method)
+        started = time.perf_counter()
+        self.startup_s = None
+        self.worker_cpu_s = 0.0
+        method = self.start_method
+        if method is None:
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
+            # Imported once in the fork server (if it is not running yet), not again in every worker.
+            ctx.set_forkserver_preload(["apigen_envs.collect", "apigen_envs.llm", "aiohttp"])
         count = min(self.processes, len(queue))
         shares = [max(1, _share(self.concurrency, count, i)) for i in range(count)]
         slots = [self._start(ctx, share) for share in shares]
@@ -693,6 +718,7 @@ class ProcessCollector:
                     queue.append((episode_id, job))
             slot.inflight.clear()
 
+        completed = False
         try:
             for slot in slots:
                 feed(slot)
@@ -723,11 +749,17 @@ class ProcessCollector:
                         feed(slot)
                     elif message[0] == "ready":
                         slot.ready = True
+                        if self.startup_s is None and all(s.ready for s in slots):
+                            self.startup_s = round(time.perf_counter() - started, 3)
                     elif message[0] == "fatal":
                         raise CollectError(f"a worker process could not start: {message[1]}")
+            completed = True
         finally:
             for slot in slots:
-                if slot.alive:
+                if slot.alive and not completed:
+                    # Interrupted or failed: stop at once; what was written stays, a resume runs the rest.
+                    slot.process.terminate()
+                elif slot.alive:
                     with contextlib.suppress(OSError):
                         slot.jobs_out.send(None)
             for slot in slots:
@@ -736,6 +768,11 @@ class ProcessCollector:
                     if slot.process.is_alive():
                         slot.process.terminate()
                         slot.process.join(timeout=5)
+                    with contextlib.suppress(EOFError, OSError):
+                        while slot.results_in.poll():
+                            message = slot.results_in.recv()
+                            if message[0] == "stats":
+                                self.worker_cpu_s += message[1]
                     slot.jobs_out.close()
                     slot.results_in.close()
             if writer is not None:

@@ -800,7 +800,20 @@ class OpenAIClient:
 
     def _wire_args(self, key: str) -> tuple[str, str, dict[str, str]]:
         base_url = self.config.resolved_base_url()
-        return base_url, base_url.rstrip("/") + "/chat/completions", self._wire_headers(key)
+        headers = self._wire_headers(key)
+        parts = urlsplit(base_url)
+        if parts.username is not None or parts.password is not None:
+            # Credentials in the URL go as Basic auth, in place of the key, as the openai client (httpx) does.
+            import base64
+            from urllib.parse import unquote
+
+            user_pass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(user_pass.encode()).decode()
+            host = parts.hostname or ""
+            if parts.port:
+                host = f"{host}:{parts.port}"
+            base_url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+        return base_url, base_url.rstrip("/") + "/chat/completions", headers
 
     def _sync_client(self) -> Any:
         key = self._api_key()

@@ -2,7 +2,8 @@
 
 Each mock episode costs exactly one agent LLM call (the scripted user stops after the agent's first reply), so
 with latency L and concurrency C the ideal is C / L episodes per second. Two agents are measured:
-- ``http``: ToolCallingAgent over the real ``openai`` client against ``ScriptedServer`` (the whole stack);
+- ``http``: ToolCallingAgent over the real ``openai`` client against ``ScriptedServer`` (the whole stack; the
+  other transports, aiohttp by default, are measured side by side in ``bench_transport.py``);
 - ``sleep``: an agent that awaits ``asyncio.sleep(L)`` (the collector and env alone, no HTTP client).
 
 Run: pytest benchmarks/bench_collect.py --benchmark-only
@@ -82,5 +83,6 @@ def server_url():
 
 @pytest.mark.parametrize("concurrency", [64, 256, 512])
 def test_collector_openai_client(benchmark, concurrency, server_url):
-    client = OpenAIClient(LLMConfig(model="scripted", base_url=server_url, max_retries=0, timeout_s=120))
+    config = LLMConfig(model="scripted", base_url=server_url, max_retries=0, timeout_s=120, transport="openai")
+    client = OpenAIClient(config)
     _measure(benchmark, ToolCallingAgent(client), concurrency)

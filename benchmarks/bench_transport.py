@@ -78,9 +78,9 @@ def process_cpu_s(pid: int) -> float:
 
 
 def own_cpu_s() -> float:
-    """CPU seconds of this process plus its finished children (the multi-process collector's workers)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    """CPU seconds of this process (the multi-process collector's workers report their own)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime
 
 
 def client_config(url: str, transport: str) -> LLMConfig:
@@ -131,10 +131,15 @@ def measure_collect(url: str, pid: int, transport: str, concurrency: int, proces
         collector.run(out=out)
         wall = time.perf_counter() - t0
         cpu, srv = own_cpu_s() - cpu0, process_cpu_s(pid) - srv0
+        if isinstance(collector, ProcessCollector):
+            cpu += collector.worker_cpu_s  # the workers (children of the fork server, not of this process)
         written = sum(1 for _ in out.open("rb"))
     assert written == episodes and not collector.failures, collector.failures[:3]
     kind = "collect" if processes == 1 else f"processes={processes}"
-    return _figures(kind, transport, concurrency, episodes, wall, cpu, srv, load)
+    figures = _figures(kind, transport, concurrency, episodes, wall, cpu, srv, load)
+    if isinstance(collector, ProcessCollector):
+        figures["startup_s"] = collector.startup_s  # worker start-up, included in the wall time above
+    return figures
 
 
 def measure_calls(url: str, pid: int, transport: str, concurrency: int = 64, calls: int = 2000) -> dict:

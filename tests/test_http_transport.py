@@ -210,3 +210,13 @@ def test_lone_surrogate_in_a_request_is_sent(transport):
         message = [{"role": "user", "content": "broken \ud83d emoji"}]
         assert asyncio.run(client.acomplete(message)).message.content == "ok"
         assert server.requests[0]["messages"][0]["content"] == "broken \ud83d emoji"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_credentials_in_the_url_go_as_basic_auth(transport):
+    with ScriptedServer(["hi"], cycle=True) as server:
+        url = server.base_url.replace("http://", "http://user:pw@")
+        client = OpenAIClient(LLMConfig(model="m", base_url=url, transport=transport))
+        assert client.complete(USER).message.content == "hi"
+        assert asyncio.run(client.acomplete(USER)).message.content == "hi"
+        assert {h["authorization"] for h in server.request_headers} == {"Basic dXNlcjpwdw=="}

@@ -41,7 +41,7 @@ def test_same_episodes_as_one_process(tmp_path, mock_domain):
     single = Collector(mock_domain, OracleAgent(), trials=3, concurrency=4).run(out=tmp_path / "one.jsonl")
     many = ProcessCollector("mock", make_oracle, processes=2, trials=3, concurrency=4)
     episodes = many.run(out=tmp_path / "two.jsonl")
-    assert not many.failures
+    assert not many.failures and many.worker_cpu_s > 0 and many.startup_s is not None
     assert sorted(map(_key, episodes)) == sorted(map(_key, single))
     assert sorted(map(_key, load_episodes([tmp_path / "two.jsonl"]))) == sorted(map(_key, single))
     ids = _ids(tmp_path / "two.jsonl")
@@ -154,3 +154,19 @@ def test_gc_is_tuned_during_a_run_and_restored_after(mock_domain):
     seen.clear()
     Collector(mock_domain, Recorder(), trials=1, tune_gc=False).run()
     assert set(seen) == {before}
+
+
+def test_a_failing_parent_stops_the_workers_and_a_resume_finishes(tmp_path):
+    out = tmp_path / "eps.jsonl"
+
+    def explode(count):
+        raise KeyboardInterrupt  # as Ctrl-C would, in the middle of the run
+
+    collector = ProcessCollector("mock", make_oracle, processes=2, trials=4, concurrency=2, on_progress=explode)
+    with pytest.raises(KeyboardInterrupt):
+        collector.run(out=out)
+    written = _ids(out)  # whole lines only
+    assert 1 <= len(written) < 20 and len(written) == len(set(written))
+    ProcessCollector("mock", make_oracle, processes=2, trials=4, concurrency=2).run(out=out)
+    ids = _ids(out)
+    assert ids[: len(written)] == written and len(ids) == len(set(ids)) == 20
