@@ -307,12 +307,13 @@ def blueprint_schema(tools: ToolSet, reasoning_chars: int = 300) -> dict[str, An
     props: dict[str, Any] = {}
     required = []
     if reasoning_chars > 0:
-        props["thought"] = {"type": "string", "maxLength": reasoning_chars}
+        props["thought"] = {"type": "string"}
         required.append("thought")
     props |= {
         "user_id": {"type": "string"},
-        # Capped so a reply fits a small completion budget instead of being cut off mid-JSON.
-        "instruction": {"type": "string", "minLength": 20, "maxLength": 800},
+        # No maxLength: llama.cpp's grammar unrolls it into that many nested optional characters, which
+        # made one constrained reply take over 10 minutes on 2 cores. The prompt asks for brevity instead.
+        "instruction": {"type": "string", "minLength": 20},
         "actions": {"type": "array", "items": {"anyOf": variants}, "minItems": 1, "maxItems": 8},
         "outputs": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
     }
