@@ -282,7 +282,8 @@ def blueprint_schema(tools: ToolSet, reasoning_chars: int = 300) -> dict[str, An
 
     Args:
         tools: The domain's tools.
-        reasoning_chars: Length cap of the leading ``thought`` field (0 leaves the field out).
+        reasoning_chars: 0 leaves the leading ``thought`` field out; any other value keeps it (a length cap
+            is not put in the schema: llama.cpp's grammar unrolls ``maxLength`` and slows to a crawl).
 
     Returns:
         The schema.
@@ -379,7 +380,7 @@ class LLMProposer:
         policy: The domain policy (put in the system prompt).
         json_mode: How to ask the server for JSON (see :data:`JsonMode`).
         lenient: Repair common small-model mistakes before validating (see :func:`normalise_payload`).
-        reasoning_chars: Length cap of the ``thought`` field in the schema.
+        reasoning_chars: 0 drops the ``thought`` field from the schema (see :func:`blueprint_schema`).
 
     """
 
