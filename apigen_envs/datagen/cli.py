@@ -101,7 +101,9 @@ def cmd_blueprints(args: argparse.Namespace) -> int:
 
     def progress(attempt: int, accepted: int) -> None:
         if not args.quiet and (attempt % args.log_every == 0 or accepted >= args.n):
-            print(f"\r  attempts {attempt:>6}  accepted {accepted:>6}/{args.n}", end="", file=sys.stderr)
+            # A terminal gets one updating line; a log file gets one line per report.
+            end = "" if sys.stderr.isatty() else "\n"
+            print(f"\r  attempts {attempt:>6}  accepted {accepted:>6}/{args.n}", end=end, file=sys.stderr, flush=True)
 
     pipeline = Phase1Pipeline(
         domain,

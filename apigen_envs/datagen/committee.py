@@ -147,7 +147,7 @@ def parse_review(text: str | None, reviewer: int, model: str | None = None) -> R
 REVIEW_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "comment": {"type": "string", "maxLength": 300},
+        "comment": {"type": "string"},
         "scores": {
             "type": "object",
             "properties": {c: {"type": "integer", "enum": [0, 1]} for c in CRITERIA},

@@ -282,7 +282,8 @@ def blueprint_schema(tools: ToolSet, reasoning_chars: int = 300) -> dict[str, An
 
     Args:
         tools: The domain's tools.
-        reasoning_chars: Length cap of the leading ``thought`` field (0 leaves the field out).
+        reasoning_chars: 0 leaves the leading ``thought`` field out; any other value keeps it (a length cap
+            is not put in the schema: llama.cpp's grammar unrolls ``maxLength`` and slows to a crawl).
 
     Returns:
         The schema.
@@ -307,12 +308,13 @@ def blueprint_schema(tools: ToolSet, reasoning_chars: int = 300) -> dict[str, An
     props: dict[str, Any] = {}
     required = []
     if reasoning_chars > 0:
-        props["thought"] = {"type": "string", "maxLength": reasoning_chars}
+        props["thought"] = {"type": "string"}
         required.append("thought")
     props |= {
         "user_id": {"type": "string"},
-        # Capped so a reply fits a small completion budget instead of being cut off mid-JSON.
-        "instruction": {"type": "string", "minLength": 20, "maxLength": 800},
+        # No maxLength: llama.cpp's grammar unrolls it into that many nested optional characters, which
+        # made one constrained reply take over 10 minutes on 2 cores. The prompt asks for brevity instead.
+        "instruction": {"type": "string", "minLength": 20},
         "actions": {"type": "array", "items": {"anyOf": variants}, "minItems": 1, "maxItems": 8},
         "outputs": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
     }
@@ -378,7 +380,7 @@ class LLMProposer:
         policy: The domain policy (put in the system prompt).
         json_mode: How to ask the server for JSON (see :data:`JsonMode`).
         lenient: Repair common small-model mistakes before validating (see :func:`normalise_payload`).
-        reasoning_chars: Length cap of the ``thought`` field in the schema.
+        reasoning_chars: 0 drops the ``thought`` field from the schema (see :func:`blueprint_schema`).
 
     """
 
