@@ -139,6 +139,7 @@ class Snapshot:
         self._index_cache: dict[tuple[str, str], dict[Hashable, tuple[str, ...]]] = {}
         self._rows_by_id: dict[int, Row] | None = None
         self._json_cache: dict[int, str] = {}
+        self._field_cache: dict[int, dict[str, str]] = {}
         self._canonical_cache: dict[tuple[str, str], str] = {}
 
     def view(self) -> DBView:
@@ -193,6 +194,29 @@ class Snapshot:
         if text is None:
             text = self._json_cache[key] = dumps(value)
         return text
+
+    def edited_text(self, row: dict[str, Any], base: dict[str, Any]) -> str | None:
+        """The ``json.dumps`` text of ``row``, an edited copy of the snapshot row ``base``.
+
+        Fields still holding the snapshot's own value (the same object: snapshot values never change) reuse
+        the text cached for them, so only what the episode changed is encoded; the text is the one
+        ``json.dumps(row)`` writes. None when a key is not a string (the caller dumps the row itself).
+        """
+        fields = self._field_cache.get(id(base))
+        if fields is None:
+            if not all(type(key) is str for key in base):
+                return None
+            # Cached per snapshot row, kept alive by the snapshot (so its id stays its own).
+            fields = self._field_cache[id(base)] = {key: f"{dumps(key)}: {dumps(value)}" for key, value in base.items()}
+        parts = []
+        for key, value in row.items():
+            if value is base.get(key, _ABSENT):
+                parts.append(fields[key])
+            elif type(key) is str:
+                parts.append(f"{dumps(key)}: {dumps(value)}")
+            else:
+                return None
+        return "{" + ", ".join(parts) + "}"
 
     def to_json(self) -> dict[str, dict[str, Any]]:
         """The whole DB as fresh JSON data (for export and comparisons; O(DB))."""
@@ -261,15 +285,23 @@ class TableView:
         value = overlay.get(key, _ABSENT)
         if value is _DELETED or (value is _ABSENT and key not in self._base):
             raise KeyError(key)
-        txn = self._view._txn
+        view = self._view
+        txn = view._txn
         if value is _ABSENT:
             if txn is not None:
                 txn.setdefault((self._name, key), _ABSENT)
-            value = overlay[key] = self._base[key].copy()
+            base = self._base[key]
+            value = overlay[key] = base.copy()
         elif txn is not None and (self._name, key) not in txn:
             # The pre-transaction row is kept aside untouched; the block edits a copy of it.
             txn[(self._name, key)] = value
+            base = self._base.get(key)
             value = overlay[key] = value.copy()
+        else:
+            return value
+        if type(value) is dict and type(base) is dict:
+            # Which snapshot row this copy came from, so its text can reuse the unchanged fields' texts.
+            view._bases[id(value)] = (value, base)
         return value
 
     def put(self, key: str, row: Row) -> None:
@@ -344,7 +376,10 @@ class DBView:
     Tables are reachable as ``view["users"]`` or ``view.users``.
     """
 
-    __slots__ = ("_overlay", "_tables", "_txn", "snapshot")
+    # ``__dict__`` holds the tables reached as attributes, so only a table's first ``view.name`` goes
+    # through ``__getattr__`` (each miss raises and catches an AttributeError first, which costs more than
+    # the lookup itself).
+    __slots__ = ("__dict__", "_bases", "_overlay", "_tables", "_txn", "snapshot")
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
@@ -352,6 +387,8 @@ class DBView:
         self._txn: dict[tuple[str, str], Any] | None = None
         # One TableView per table, made on first access: tools touch a table several times per call.
         self._tables: dict[str, TableView] = {}
+        # id(edited copy) -> (the copy, the snapshot row it was copied from); see json_text.
+        self._bases: dict[int, tuple[Row, Row]] = {}
 
     def __getitem__(self, table: str) -> TableView:
         view = self._tables.get(table)
@@ -363,9 +400,26 @@ class DBView:
         if table.startswith("_"):
             raise AttributeError(table)
         try:
-            return self[table]
+            view = self[table]
         except KeyError as exc:
             raise AttributeError(str(exc)) from None
+        self.__dict__[table] = view
+        return view
+
+    def json_text(self, value: Any) -> str | None:
+        """The ``json.dumps`` text of a row this view shows, from cached texts where it can, else None.
+
+        A snapshot row's text is cached whole; a row this view edited reuses the cached texts of the
+        fields it did not change (see :meth:`Snapshot.edited_text`). Anything else (a new row, a search
+        result) is None, for the caller to dump.
+        """
+        text = self.snapshot.json_text(value)
+        if text is not None:
+            return text
+        entry = self._bases.get(id(value))
+        if entry is None or entry[0] is not value:
+            return None
+        return self.snapshot.edited_text(value, entry[1])
 
     def changes(self) -> dict[str, dict[str, Any]]:
         """Rows that differ from the snapshot: {table: {key: new row, or None if deleted}}.

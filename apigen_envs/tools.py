@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from apigen_envs.db import dumps
+from apigen_envs.db import DBView, dumps
 from apigen_envs.errors import ApigenError, ToolCallError, ToolError, UnknownToolError, did_you_mean
 
 _SECTION = re.compile(r"^\s*(Args|Arguments|Returns|Raises|Yields|Examples?|Notes?):\s*$")
@@ -472,7 +472,7 @@ def execute(tools: ToolSet, view: Any, name: str, arguments: Any, *, atomic: boo
             value = tool.fn(view, **kwargs)
         if type(value) is str:
             return CallOutcome(value, False, tool)
-        cached = view.snapshot.json_text(value) if isinstance(value, dict) else None
+        cached = view.json_text(value) if type(value) is dict and isinstance(view, DBView) else None
         return CallOutcome(cached if cached is not None else render_result(value), False, tool)
     except UnknownToolError as exc:
         return CallOutcome(str(exc), True)
