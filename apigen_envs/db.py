@@ -26,8 +26,8 @@ import hashlib
 import json
 import marshal
 from collections.abc import Callable, Hashable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
+from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii
 from types import MappingProxyType
 from typing import Any
 
@@ -47,9 +47,54 @@ def copy_row(row: Row) -> Row:
         return copy.deepcopy(row)
 
 
+def json_encoder(
+    *,
+    ensure_ascii: bool = True,
+    sort_keys: bool = False,
+    separators: tuple[str, str] = (", ", ": "),
+    default: Callable[[Any], Any] | None = None,
+) -> Callable[[Any], str]:
+    """A function giving ``json.dumps(value, **options)`` for these options, calling the C encoder directly.
+
+    ``json.dumps`` builds an encoder object on every call, which costs more than encoding a small row; this
+    one is built once and keeps no state between calls, so it is safe to share between threads. It keeps no
+    circular-reference bookkeeping: rows and parsed arguments cannot be cyclic, and a cycle still ends in
+    an error (``RecursionError`` rather than ``ValueError``). Values JSON cannot encode raise ``TypeError``.
+
+    Args:
+        ensure_ascii: Escape non-ASCII characters.
+        sort_keys: Write object keys sorted.
+        separators: (item separator, key separator).
+        default: Called for values JSON cannot encode (its result is encoded instead).
+
+    Returns:
+        The dumps function.
+
+    """
+    if c_make_encoder is None:  # pragma: no cover - CPython has the C encoder
+        options = {"ensure_ascii": ensure_ascii, "sort_keys": sort_keys, "separators": separators, "default": default}
+        return lambda value: json.dumps(value, **options)  # type: ignore[arg-type]
+    strings = encode_basestring_ascii if ensure_ascii else encode_basestring
+    encode = c_make_encoder(None, default, strings, None, separators[1], separators[0], sort_keys, False, True)
+
+    def dumps(value: Any) -> str:
+        if type(value) is str:
+            return strings(value)  # type: ignore[no-any-return]
+        return "".join(encode(value, 0))
+
+    return dumps
+
+
+dumps = json_encoder()
+"""``json.dumps(value)`` with its defaults (ASCII-escaped, ``", "`` and ``": "``): the text both peers show
+for tool results, at a fraction of the cost on small values."""
+
+_canonical = json_encoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def canonical(value: Any) -> str:
     """The canonical JSON text of a value (sorted keys, no spaces): equal texts mean equal rows."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return _canonical(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +139,7 @@ class Snapshot:
         self._index_cache: dict[tuple[str, str], dict[Hashable, tuple[str, ...]]] = {}
         self._rows_by_id: dict[int, Row] | None = None
         self._json_cache: dict[int, str] = {}
+        self._field_cache: dict[int, dict[str, str]] = {}
         self._canonical_cache: dict[tuple[str, str], str] = {}
 
     def view(self) -> DBView:
@@ -146,8 +192,31 @@ class Snapshot:
             return None
         text = self._json_cache.get(key)
         if text is None:
-            text = self._json_cache[key] = json.dumps(value)
+            text = self._json_cache[key] = dumps(value)
         return text
+
+    def edited_text(self, row: dict[str, Any], base: dict[str, Any]) -> str | None:
+        """The ``json.dumps`` text of ``row``, an edited copy of the snapshot row ``base``.
+
+        Fields still holding the snapshot's own value (the same object: snapshot values never change) reuse
+        the text cached for them, so only what the episode changed is encoded; the text is the one
+        ``json.dumps(row)`` writes. None when a key is not a string (the caller dumps the row itself).
+        """
+        fields = self._field_cache.get(id(base))
+        if fields is None:
+            if not all(type(key) is str for key in base):
+                return None
+            # Cached per snapshot row, kept alive by the snapshot (so its id stays its own).
+            fields = self._field_cache[id(base)] = {key: f"{dumps(key)}: {dumps(value)}" for key, value in base.items()}
+        parts = []
+        for key, value in row.items():
+            if value is base.get(key, _ABSENT):
+                parts.append(fields[key])
+            elif type(key) is str:
+                parts.append(f"{dumps(key)}: {dumps(value)}")
+            else:
+                return None
+        return "{" + ", ".join(parts) + "}"
 
     def to_json(self) -> dict[str, dict[str, Any]]:
         """The whole DB as fresh JSON data (for export and comparisons; O(DB))."""
@@ -216,15 +285,23 @@ class TableView:
         value = overlay.get(key, _ABSENT)
         if value is _DELETED or (value is _ABSENT and key not in self._base):
             raise KeyError(key)
-        txn = self._view._txn
+        view = self._view
+        txn = view._txn
         if value is _ABSENT:
             if txn is not None:
                 txn.setdefault((self._name, key), _ABSENT)
-            value = overlay[key] = self._base[key].copy()
+            base = self._base[key]
+            value = overlay[key] = base.copy()
         elif txn is not None and (self._name, key) not in txn:
             # The pre-transaction row is kept aside untouched; the block edits a copy of it.
             txn[(self._name, key)] = value
+            base = self._base.get(key)
             value = overlay[key] = value.copy()
+        else:
+            return value
+        if type(value) is dict and type(base) is dict:
+            # Which snapshot row this copy came from, so its text can reuse the unchanged fields' texts.
+            view._bases[id(value)] = (value, base)
         return value
 
     def put(self, key: str, row: Row) -> None:
@@ -299,7 +376,10 @@ class DBView:
     Tables are reachable as ``view["users"]`` or ``view.users``.
     """
 
-    __slots__ = ("_overlay", "_tables", "_txn", "snapshot")
+    # ``__dict__`` holds the tables reached as attributes, so only a table's first ``view.name`` goes
+    # through ``__getattr__`` (each miss raises and catches an AttributeError first, which costs more than
+    # the lookup itself).
+    __slots__ = ("__dict__", "_bases", "_overlay", "_tables", "_txn", "snapshot")
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
@@ -307,6 +387,8 @@ class DBView:
         self._txn: dict[tuple[str, str], Any] | None = None
         # One TableView per table, made on first access: tools touch a table several times per call.
         self._tables: dict[str, TableView] = {}
+        # id(edited copy) -> (the copy, the snapshot row it was copied from); see json_text.
+        self._bases: dict[int, tuple[Row, Row]] = {}
 
     def __getitem__(self, table: str) -> TableView:
         view = self._tables.get(table)
@@ -318,9 +400,26 @@ class DBView:
         if table.startswith("_"):
             raise AttributeError(table)
         try:
-            return self[table]
+            view = self[table]
         except KeyError as exc:
             raise AttributeError(str(exc)) from None
+        self.__dict__[table] = view
+        return view
+
+    def json_text(self, value: Any) -> str | None:
+        """The ``json.dumps`` text of a row this view shows, from cached texts where it can, else None.
+
+        A snapshot row's text is cached whole; a row this view edited reuses the cached texts of the
+        fields it did not change (see :meth:`Snapshot.edited_text`). Anything else (a new row, a search
+        result) is None, for the caller to dump.
+        """
+        text = self.snapshot.json_text(value)
+        if text is not None:
+            return text
+        entry = self._bases.get(id(value))
+        if entry is None or entry[0] is not value:
+            return None
+        return self.snapshot.edited_text(value, entry[1])
 
     def changes(self) -> dict[str, dict[str, Any]]:
         """Rows that differ from the snapshot: {table: {key: new row, or None if deleted}}.
@@ -363,28 +462,13 @@ class DBView:
         """Changed rows with their before and after values, for reports."""
         return diff_rows(self.snapshot, self.changes())
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Undo every write made inside the block when it raises (O(rows written) to undo).
+    def transaction(self) -> _Transaction:
+        """A context manager that undoes every write made inside the block when it raises (O(rows written)).
 
         Tools may fail half-way through a multi-row update; profiles with atomic calls wrap each call in a
         transaction so a failed call leaves no partial writes. Transactions do not nest.
         """
-        if self._txn is not None:
-            raise RuntimeError("transactions do not nest")
-        self._txn = saved = {}
-        try:
-            yield
-        except BaseException:
-            for (name, key), value in saved.items():
-                rows = self._overlay.setdefault(name, {})
-                if value is _ABSENT:
-                    rows.pop(key, None)
-                else:
-                    rows[key] = value
-            raise
-        finally:
-            self._txn = None
+        return _Transaction(self)
 
     def fork(self) -> DBView:
         """An independent copy of this view (shares the snapshot; edited rows are copied)."""
@@ -394,6 +478,33 @@ class DBView:
             for name, rows in self._overlay.items()
         }
         return other
+
+
+class _Transaction:
+    """The context manager of :meth:`DBView.transaction` (a class: cheaper per call than a generator)."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, view: DBView) -> None:
+        self._view = view
+
+    def __enter__(self) -> None:
+        view = self._view
+        if view._txn is not None:
+            raise RuntimeError("transactions do not nest")
+        view._txn = {}
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        view = self._view
+        saved, view._txn = view._txn, None
+        if kind is not None and saved:
+            for (name, key), value in saved.items():
+                rows = view._overlay.setdefault(name, {})
+                if value is _ABSENT:
+                    rows.pop(key, None)
+                else:
+                    rows[key] = value
+        return False  # the exception, if any, goes on
 
 
 def own(row: Any, *path: Any) -> Any:

@@ -24,6 +24,7 @@ from apigen_envs.errors import DomainNotFoundError, EnvBugError, EnvStateError, 
 from apigen_envs.messages import (
     AssistantMessage,
     Message,
+    ToolCall,
     ToolMessage,
     Usage,
     UserMessage,
@@ -37,15 +38,6 @@ from apigen_envs.tools import execute
 from apigen_envs.verify import RewardInfo
 
 Observation = tuple[dict[str, Any], ...]
-
-
-def _fresh(message: dict[str, Any]) -> dict[str, Any]:
-    """A copy sharing no mutable object with the env's cache (callers keep and may modify observations)."""
-    out = dict(message)
-    calls = out.get("tool_calls")
-    if calls:
-        out["tool_calls"] = [{**tc, "function": dict(tc["function"])} for tc in calls]
-    return out
 
 
 class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
@@ -287,15 +279,22 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
         self._turn += 1
         if msg.tool_calls:
             for call in msg.tool_calls:
-                self._execute(call.id, call.name, call.arguments)
+                self._execute(call)
                 if self._done:
                     break
             return False
         return True
 
-    def _execute(self, call_id: str, name: str, arguments: Any) -> None:
-        outcome = execute(self.domain.tools, self._view, name, arguments, atomic=self.domain.semantics.atomic_calls)
-        self._append(ToolMessage(tool_call_id=call_id, name=name, content=outcome.content, error=outcome.error))
+    def _execute(self, call: ToolCall) -> None:
+        outcome = execute(
+            self.domain.tools, self._view, call.name, call.arguments, atomic=self.domain.semantics.atomic_calls
+        )
+        # Built from the validated call and our own output: no validation pass, and the OpenAI dict directly.
+        message = ToolMessage.of_call(call, outcome.content, outcome.error)
+        self._messages.append(message)
+        self._obs.append(
+            {"role": "tool", "tool_call_id": message.tool_call_id, "name": message.name, "content": message.content}
+        )
         if outcome.bug is not None:
             if self.strict:
                 raise EnvBugError(outcome.bug)
@@ -389,9 +388,11 @@ class ToolUseEnv(gym.Env[Observation, dict[str, Any]]):
         self._obs.append(msg.to_openai())
 
     def _observation(self) -> Observation:
-        # Fresh dicts every call: Gymnasium requires that no two observations share an object (users keep
-        # them); only assistant turns with tool calls have nested mutables, the rest get a shallow copy.
-        return tuple([_fresh(m) if "tool_calls" in m else dict(m) for m in self._obs])
+        # A fresh dict per message every call, as Gymnasium's checker requires (no two observations may share
+        # a dict; users keep them). The strings are shared, and so is an assistant turn's ``tool_calls`` list
+        # (not copied per step: the conversation is O(turns), and copying it deeply made each step O(calls
+        # so far)); change a message's tool calls by replacing its list, not by editing it in place.
+        return tuple(map(dict.copy, self._obs))
 
     def _finish(self, termination: Termination) -> None:
         self._done = True

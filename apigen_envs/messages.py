@@ -28,6 +28,7 @@ from pydantic import (
     field_validator,
 )
 
+from apigen_envs.db import json_encoder
 from apigen_envs.errors import InvalidActionError
 from apigen_envs.text import TooDeepError, clean_json, clean_text, json_depth, may_nest_deeper
 
@@ -43,6 +44,7 @@ TOO_DEEP_ARGUMENTS = f"<arguments nested deeper than {MAX_ARGUMENT_DEPTH} levels
 against the agent, as for any other unparsable arguments."""
 
 _JSON_LEAVES = (str, int, float, bool, type(None))
+_dumps_unicode = json_encoder(ensure_ascii=False)
 
 
 class _Frozen(BaseModel):
@@ -103,11 +105,15 @@ class ToolCall(_Frozen):
 
     def arguments_json(self) -> str:
         """The arguments as a JSON string, as the OpenAI wire format carries them (computed once)."""
-        if isinstance(self.arguments, str):
-            return self.arguments
-        if self._arguments_json is None:
-            self._arguments_json = json.dumps(self.arguments, ensure_ascii=False)
-        return self._arguments_json
+        arguments = self.arguments
+        if isinstance(arguments, str):
+            return arguments
+        private = self.__pydantic_private__
+        text = private["_arguments_json"]  # type: ignore[index]
+        if text is None:
+            # Written straight into the private slot: a cache, not a field (pydantic's setattr costs more).
+            text = private["_arguments_json"] = _dumps_unicode(arguments)  # type: ignore[index]
+        return text
 
     def to_openai(self) -> dict[str, Any]:
         """The call in OpenAI ``tool_calls`` item format."""
@@ -179,6 +185,34 @@ class ToolMessage(_Frozen):
     def to_openai(self) -> dict[str, Any]:
         """The message in OpenAI chat format."""
         return {"role": "tool", "tool_call_id": self.tool_call_id, "name": self.name, "content": self.content}
+
+    @classmethod
+    def of_call(cls, call: ToolCall, content: str, error: bool) -> ToolMessage:
+        """The result message of a call, built from values already valid (no validation pass).
+
+        The id and name come from the validated call; only the content is new, and it is made encodable
+        here as the validator would. Equal to ``ToolMessage(tool_call_id=call.id, name=call.name,
+        content=content, error=error)`` at a fraction of the cost: the env builds one per tool call.
+        """
+        message = cls.__new__(cls)
+        _setattr(
+            message,
+            "__dict__",
+            {
+                "role": "tool",
+                "tool_call_id": call.id,
+                "name": call.name,
+                "content": clean_text(content),
+                "error": error,
+            },
+        )
+        _setattr(message, "__pydantic_fields_set__", {"tool_call_id", "name", "content", "error"})
+        _setattr(message, "__pydantic_extra__", None)
+        _setattr(message, "__pydantic_private__", None)
+        return message
+
+
+_setattr = object.__setattr__
 
 
 def _json_text_too_deep(text: str) -> bool:

@@ -14,10 +14,11 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from apigen_envs.db import DBView, dumps
 from apigen_envs.errors import ApigenError, ToolCallError, ToolError, UnknownToolError, did_you_mean
 
 _SECTION = re.compile(r"^\s*(Args|Arguments|Returns|Raises|Yields|Examples?|Notes?):\s*$")
@@ -76,6 +77,112 @@ def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
     if isinstance(node, list):
         return [_inline_refs(v, defs) for v in node]
     return node
+
+
+_REJECT = object()
+"""A fast converter's answer for a value it cannot vouch for (pydantic then validates the call)."""
+_REQUIRED = object()
+_SCALARS = (str, int, float, bool)
+_PLAIN_CONFIG = frozenset({"extra", "frozen", "title", "json_schema_extra"})
+
+
+def _fast_converter(annotation: Any, metadata: Sequence[Any] = ()) -> Callable[[Any], Any] | None:
+    """A converter giving exactly what pydantic's validate-and-dump gives, for values already of the type.
+
+    Arguments are nearly always sent with their declared JSON types; for those, validating through the
+    schema model and dumping it back returns the same values (fresh containers), so a few type tests do
+    the same work. The converter returns :data:`_REJECT` for anything else (a value to coerce or refuse),
+    and the caller falls back to pydantic. None: the type is not one handled here (always pydantic).
+    """
+    if metadata:
+        return None
+    if annotation is str or annotation is bool or annotation is int:
+        kind = annotation
+        return lambda v: v if type(v) is kind else _REJECT
+    if annotation is float:
+        # pydantic turns an int into the float of the same value; exactly so below 2**53.
+        return lambda v: v if type(v) is float else float(v) if type(v) is int and -(2**53) <= v <= 2**53 else _REJECT
+    origin = get_origin(annotation)
+    if origin is Literal:
+        values = get_args(annotation)
+        if not all(type(v) is str for v in values):
+            return None
+        allowed = frozenset(values)
+        return lambda v: v if type(v) is str and v in allowed else _REJECT
+    if origin is list:
+        items = get_args(annotation)
+        item = _fast_converter(items[0]) if len(items) == 1 else None
+        if item is None:
+            return None
+
+        def convert_list(value: Any) -> Any:
+            if type(value) is not list:
+                return _REJECT
+            out = [item(v) for v in value]
+            return _REJECT if any(v is _REJECT for v in out) else out
+
+        return convert_list
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _fast_model(annotation)
+    return None
+
+
+def _fast_model(model: type[BaseModel]) -> Callable[[Any], Any] | None:
+    """A fast converter for a plain record model (required fields of handled types, no validators)."""
+    decorators = model.__pydantic_decorators__
+    if any(
+        getattr(decorators, kind)
+        for kind in (
+            "validators",
+            "field_validators",
+            "root_validators",
+            "model_validators",
+            "field_serializers",
+            "model_serializers",
+            "computed_fields",
+        )
+    ):
+        return None
+    if not set(model.model_config) <= _PLAIN_CONFIG or model.model_config.get("extra") == "allow":
+        return None
+    fields: list[tuple[str, Callable[[Any], Any]]] = []
+    for name, info in model.model_fields.items():
+        convert = _fast_converter(info.annotation, info.metadata)
+        if convert is None or not info.is_required() or info.alias not in (None, name):
+            return None
+        fields.append((name, convert))
+    names = frozenset(name for name, _ in fields)
+
+    def convert_model(value: Any) -> Any:
+        if type(value) is not dict or value.keys() != names:
+            return _REJECT
+        out = {}
+        for name, convert in fields:
+            converted = out[name] = convert(value[name])
+            if converted is _REJECT:
+                return _REJECT
+        return out
+
+    return convert_model
+
+
+def _fast_arguments(model: type[BaseModel]) -> tuple[tuple[str, Callable[[Any], Any], Any], ...] | None:
+    """Per parameter (name, converter, default or :data:`_REQUIRED`) when every parameter has a fast
+    converter and an immutable default (if any); else None.
+    """
+    out = []
+    for name, info in model.model_fields.items():
+        convert = _fast_converter(info.annotation, info.metadata)
+        if convert is None:
+            return None
+        if info.is_required():
+            default = _REQUIRED
+        elif info.default_factory is None and (info.default is None or type(info.default) in _SCALARS):
+            default = info.default
+        else:
+            return None
+        out.append((name, convert, default))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +252,16 @@ class Tool:
     required: tuple[str, ...] = ()
     _param_set: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
     _required_set: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+    _fast: tuple[tuple[str, Callable[[Any], Any], Any], ...] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
-        # Sets for the per-call name check; derived from the tuples, never set by callers.
+        # Derived from the other fields, never set by callers: sets for the per-call name check, and the
+        # fast converters that stand in for the schema model on arguments already of the declared types.
         object.__setattr__(self, "_param_set", frozenset(self.params))
         object.__setattr__(self, "_required_set", frozenset(self.required))
+        object.__setattr__(self, "_fast", _fast_arguments(self.args_model))
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """Validate arguments and return them coerced to the declared types.
@@ -158,6 +270,21 @@ class Tool:
             ToolCallError: When an argument is missing, unknown or of the wrong type.
 
         """
+        fast = self._fast
+        if fast is not None and type(arguments) is dict and arguments.keys() <= self._param_set:
+            # The usual call: every value already of its declared type, so the model would return it as is.
+            out: dict[str, Any] = {}
+            for name, convert, default in fast:
+                if name in arguments:
+                    value = out[name] = convert(arguments[name])
+                    if value is _REJECT:
+                        break
+                elif default is _REQUIRED:
+                    break
+                else:
+                    out[name] = default
+            else:
+                return out
         try:
             model = self.args_model.model_validate(arguments)
         except ValidationError as exc:
@@ -181,7 +308,8 @@ class Tool:
             return self.validate(arguments)
         keys = arguments.keys()
         if keys <= self._param_set and self._required_set <= keys:
-            return dict(arguments)  # the common case: two set operations, no error text built
+            # The common case: two set operations, no error text built. No copy: the call unpacks it.
+            return arguments if type(arguments) is dict else dict(arguments)
         label = convention.label(self.name) if convention.label else self.name
         for key in arguments:
             if key in convention.reserved:
@@ -267,9 +395,9 @@ def render_result(value: Any) -> str:
     if isinstance(value, str):
         return value
     try:
-        return json.dumps(value)
+        return dumps(value)
     except TypeError:
-        return json.dumps(to_jsonable(value))
+        return dumps(to_jsonable(value))
 
 
 def parse_arguments(arguments: Mapping[str, Any] | str | None) -> dict[str, Any]:
@@ -299,7 +427,7 @@ def parse_arguments(arguments: Mapping[str, Any] | str | None) -> dict[str, Any]
     return dict(arguments)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallOutcome:
     """What one tool call produced.
 
@@ -335,13 +463,16 @@ def execute(tools: ToolSet, view: Any, name: str, arguments: Any, *, atomic: boo
     tool: Tool | None = None
     try:
         tool = tools[name]
-        kwargs = tool.bind(parse_arguments(arguments), tools.convention)
+        # Arguments as the agent's dict are used as they are: the call unpacks them into fresh keywords.
+        kwargs = tool.bind(arguments if type(arguments) is dict else parse_arguments(arguments), tools.convention)
         if atomic and tool.mutates:
             with view.transaction():
                 value = tool.fn(view, **kwargs)
         else:
             value = tool.fn(view, **kwargs)
-        cached = view.snapshot.json_text(value) if isinstance(value, dict) else None
+        if type(value) is str:
+            return CallOutcome(value, False, tool)
+        cached = view.json_text(value) if type(value) is dict and isinstance(view, DBView) else None
         return CallOutcome(cached if cached is not None else render_result(value), False, tool)
     except UnknownToolError as exc:
         return CallOutcome(str(exc), True)

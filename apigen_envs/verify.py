@@ -201,8 +201,9 @@ class Verifier:
             for key, text in rows.items()
             if key in gold.texts.get(name, {}) and gold.texts[name][key] == text
         )
+        same_state = texts == gold.texts
         if "db" in task.reward_basis:
-            db_match = texts == gold.texts
+            db_match = same_state
             passed = db_match
         found: dict[str, bool] = {}
         if "outputs" in task.reward_basis and task.outputs:
@@ -218,7 +219,8 @@ class Verifier:
             changed_rows=changed,
             gold_rows=gold_rows,
             matched_rows=matched,
-            fingerprint=fingerprint_texts(texts),
+            # Equal change texts hash alike: the gold hash is already known.
+            fingerprint=gold.fingerprint if same_state else fingerprint_texts(texts),
             gold_fingerprint=gold.fingerprint,
             note=note,
         )

@@ -1,11 +1,13 @@
 """Tool steps beside tau-bench's own tools (``../shared/peers/tau-bench``), on the same data, same calls.
 
-For every gold call of the tau2 task sets (in tau-bench v1 form), three timings per call:
+For every gold call of the tau2 task sets (in tau-bench v1 form), four timings per call:
 
 * ``peer``: tau-bench's ``Tool.invoke(data, **kwargs)`` (its tool and the ``json.dumps`` of the result);
+* ``peer step``: tau-bench's ``Env.step(Action)`` (the tool, its ``EnvInfo``/``EnvResponse`` records, and on
+  a terminal tool its reward: v1 hashes the whole DB, reloads it and replays the gold actions);
 * ``tool``: our tool layer, :func:`apigen_envs.tools.execute` (argument checks, the tool, rendering);
-* ``step``: our full ``env.step`` (also the typed messages and the fresh OpenAI-format observation that
-  Gymnasium requires on every step).
+* ``step``: our full ``env.step`` (also the typed messages, the fresh OpenAI-format observation that
+  Gymnasium requires on every step, and on a terminal tool the reward).
 
 Rounds alternate peer and ours so machine load hits both alike, and the garbage collector is paused while
 a call is timed (each side's own allocations would otherwise trigger collections inside the other's calls).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import json
+import marshal
 import statistics
 import sys
 import time
@@ -62,16 +65,41 @@ def _setup(domain: str, tmp: Path, profile: str) -> tuple[dict[str, Any], list[d
     return tables, records, LOADERS[domain](root, semantics=profile)
 
 
-def _peer_round(domain: str, frozen: str, records: list[dict[str, Any]], out: dict[str, list[float]]) -> None:
-    tools = {t.get_info()["function"]["name"]: t for t in tau_bench().tools[domain]}
+def _peer_round(
+    domain: str,
+    frozen: str,
+    records: list[dict[str, Any]],
+    out: dict[str, list[float]],
+    steps: dict[str, list[float]],
+) -> None:
+    tb = tau_bench()
+    tools = {t.get_info()["function"]["name"]: t for t in tb.tools[domain]}
+    blob = marshal.dumps(json.loads(frozen))
     for record in records:
         data = json.loads(frozen)
+        env = tb.Env(
+            data_load_func=lambda: marshal.loads(blob),  # the same data; marshal only to keep setup short
+            tools=tb.tools[domain],
+            tasks=[tb.Task(**record)],
+            wiki="",
+            rules=[],
+            user_strategy="scripted",
+            user_model="none",
+            task_index=0,
+        )
+        env.terminate_tools = ["transfer_to_human_agents"]  # as tau-bench's retail and airline envs set it
+        done = False
         for action in record["actions"]:
             tool = tools[action["name"]]
+            step_action = tb.Action(name=action["name"], kwargs=dict(action["kwargs"]))
             gc.disable()
             started = time.perf_counter()
             tool.invoke(data=data, **action["kwargs"])
             out[action["name"]].append(time.perf_counter() - started)
+            if not done:
+                started = time.perf_counter()
+                done = env.step(step_action).done
+                steps[action["name"]].append(time.perf_counter() - started)
             gc.enable()
 
 
@@ -95,21 +123,39 @@ def _our_round(ours: Any, steps: dict[str, list[float]], calls: dict[str, list[f
             gc.enable()
 
 
-def _table(peer: dict[str, list[float]], steps: dict[str, list[float]], calls: dict[str, list[float]]) -> str:
+def _table(
+    peer: dict[str, list[float]],
+    peer_steps: dict[str, list[float]],
+    steps: dict[str, list[float]],
+    calls: dict[str, list[float]],
+) -> str:
     def med(values: list[float]) -> float:
         return statistics.median(values) * 1e6 if values else float("nan")
 
-    lines = [f"{'tool':32} {'calls':>5} {'peer us':>8} {'tool us':>8} {'step us':>8} {'peer/tool':>9} {'peer/step':>9}"]
+    def row(name: str, count: int, p: float, ps: float, c: float, s: float) -> str:
+        return f"{name:32} {count:>5} {p:8.1f} {ps:9.1f} {c:8.1f} {s:8.1f} {p / c:9.2f} {p / s:9.2f} {ps / s:10.2f}"
+
+    lines = [
+        f"{'tool':32} {'calls':>5} {'peer us':>8} {'pstep us':>9} {'tool us':>8} {'step us':>8} "
+        f"{'peer/tool':>9} {'peer/step':>9} {'pstep/step':>10}"
+    ]
     for name in sorted(peer):
-        p, c, s = med(peer[name]), med(calls[name]), med(steps[name])
-        lines.append(f"{name:32} {len(peer[name]) // ROUNDS:>5} {p:8.1f} {c:8.1f} {s:8.1f} {p / c:9.2f} {p / s:9.2f}")
-    everything = [v for values in peer.values() for v in values]
-    ours_calls = [v for values in calls.values() for v in values]
-    ours_steps = [v for values in steps.values() for v in values]
-    lines.append(
-        f"{'all gold calls':32} {len(everything) // ROUNDS:>5} {med(everything):8.1f} {med(ours_calls):8.1f} "
-        f"{med(ours_steps):8.1f} {med(everything) / med(ours_calls):9.2f} {med(everything) / med(ours_steps):9.2f}"
-    )
+        lines.append(
+            row(
+                name,
+                len(peer[name]) // ROUNDS,
+                med(peer[name]),
+                med(peer_steps[name]),
+                med(calls[name]),
+                med(steps[name]),
+            )
+        )
+
+    def pooled(values: dict[str, list[float]]) -> float:
+        return med([v for vs in values.values() for v in vs])
+
+    count = sum(len(v) for v in peer.values()) // ROUNDS
+    lines.append(row("all gold calls", count, pooled(peer), pooled(peer_steps), pooled(calls), pooled(steps)))
     return "\n".join(lines)
 
 
@@ -119,15 +165,16 @@ def test_gold_steps_beside_tau_bench(benchmark: Any, domain: str, profile: str, 
     tables, records, ours = _setup(domain, tmp_path, profile)
     frozen = json.dumps(tables)
     peer: dict[str, list[float]] = defaultdict(list)
+    peer_steps: dict[str, list[float]] = defaultdict(list)
     steps: dict[str, list[float]] = defaultdict(list)
     calls: dict[str, list[float]] = defaultdict(list)
 
     def run() -> None:
         for _ in range(ROUNDS):
-            _peer_round(domain, frozen, records, peer)
+            _peer_round(domain, frozen, records, peer, peer_steps)
             _our_round(ours, steps, calls)
 
     benchmark.pedantic(run, rounds=1, iterations=1)
-    table = _table(peer, steps, calls)
+    table = _table(peer, peer_steps, steps, calls)
     print(f"\n{domain}, our semantics {profile!r} (medians over {ROUNDS} interleaved rounds)\n{table}")
     benchmark.extra_info["table"] = table

@@ -15,7 +15,9 @@ from apigen_envs.db import (
     canonical,
     changes_to_json,
     copy_row,
+    dumps,
     fingerprint_changes,
+    json_encoder,
     own,
     same_changes,
 )
@@ -354,3 +356,73 @@ def test_view_writes_never_reach_snapshot_or_other_views(operations):
         assert set(view.changes().get("rows", {})) == changed
         assert same_changes(view.changes(), {"rows": {k: model.get(k) for k in changed}})
     assert snap.view().changes() == {}
+
+
+# ---------------------------------------------------------------------------------------------- JSON texts
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=_JSON)
+def test_json_encoders_write_what_json_dumps_writes(value):
+    assert dumps(value) == json.dumps(value)
+    assert json_encoder(ensure_ascii=False)(value) == json.dumps(value, ensure_ascii=False)
+    assert canonical(value) == json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    row=st.dictionaries(st.text(max_size=4), _JSON, min_size=1, max_size=6),
+    edits=st.lists(st.tuples(st.sampled_from(["set", "own", "delete", "add"]), st.integers(0, 10), _JSON), max_size=4),
+)
+def test_an_edited_row_shows_the_text_json_dumps_writes(row, edits):
+    snap = Snapshot({"t": {"k": row}})
+    view = snap.view()
+    edited = view.t.edit("k")
+    for kind, at, value in edits:
+        keys = list(edited)
+        key = keys[at % len(keys)] if keys else "x"
+        if kind == "set" and keys:
+            edited[key] = value
+        elif kind == "own" and keys and isinstance(edited[key], list | dict):
+            container = own(edited, key)
+            if isinstance(container, list):
+                container.append(value)
+            else:
+                container["new"] = value
+        elif kind == "delete" and keys:
+            del edited[key]
+        else:
+            edited[f"added{at}"] = value
+    assert view.json_text(edited) == json.dumps(edited)
+    assert view.json_text(view.t.edit("k")) == json.dumps(edited)  # a second edit is the same row
+    assert snap.tables["t"]["k"] == row  # the snapshot row is untouched
+
+
+def test_json_text_of_rows_it_did_not_edit_is_left_to_the_caller():
+    snap = make_snapshot()
+    view = snap.view()
+    assert view.json_text(snap.tables["rows"]["r0"]) == json.dumps(snap.tables["rows"]["r0"])
+    fresh = {"id": "r9", "value": 9}
+    view.rows.put("r9", fresh)
+    assert view.json_text(fresh) is None
+    assert view.json_text(dict(view.rows.edit("r1"))) is None  # a copy of an edited row is not the row
+
+
+def test_edited_text_falls_back_for_keys_json_would_convert():
+    snap = Snapshot({"t": {"k": {"a": 1}}})
+    view = snap.view()
+    row = view.t.edit("k")
+    row[1] = "one"  # type: ignore[index]
+    assert view.json_text(row) is None
+
+
+def test_a_table_read_as_an_attribute_is_the_same_view_each_time():
+    view = make_snapshot().view()
+    assert view.rows is view.rows is view["rows"]
+    with pytest.raises(AttributeError):
+        view.nothing  # noqa: B018

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import json
+import os
 from typing import Literal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, Field, ValidationError
 
 from apigen_envs.db import DBView
 from apigen_envs.errors import ToolCallError
@@ -119,3 +124,121 @@ def test_parse_helpers():
         parse_arguments(42)  # type: ignore[arg-type]
     desc, params = parse_docstring("Summary.\n\nArgs:\n    x (int): The x.\n    y: The y.\n")
     assert desc == "Summary." and params == {"x": "The x.", "y": "The y."}
+
+
+# ---------------------------------------------------------------------------------------------- fast validation
+class Leg(BaseModel):
+    number: str = Field(description="A number.")
+    price: float = Field(description="A price.")
+
+
+def _typed_tool():
+    tools = ToolSet()
+
+    @tools.tool
+    def typed(
+        db: DBView,
+        name: str,
+        count: int,
+        ratio: float,
+        flag: bool,
+        cabin: Literal["economy", "business"],
+        ids: list[str],
+        legs: list[Leg],
+        note: str | None = None,
+        limit: int = 3,
+    ) -> str:
+        """A tool with one parameter of every kind the fast path handles.
+
+        Args:
+            name: A str.
+            count: An int.
+            ratio: A float.
+            flag: A bool.
+            cabin: A literal.
+            ids: Strings.
+            legs: Records.
+            note: An optional str (not a fast type: the whole call goes through pydantic).
+            limit: An int with a default.
+        """
+        return ""
+
+    @tools.tool
+    def plain(
+        db: DBView,
+        name: str,
+        count: int,
+        ratio: float,
+        flag: bool,
+        cabin: Literal["economy", "business"],
+        ids: list[str],
+        legs: list[Leg],
+        limit: int = 3,
+    ) -> str:
+        """Only fast types.
+
+        Args:
+            name: A str.
+            count: An int.
+            ratio: A float.
+            flag: A bool.
+            cabin: A literal.
+            ids: Strings.
+            legs: Records.
+            limit: An int with a default.
+        """
+        return ""
+
+    return tools
+
+
+_TYPED = _typed_tool()
+_ANY = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.floats() | st.sampled_from(["economy", "x", "1"]),
+    lambda inner: (
+        st.lists(inner, max_size=2) | st.dictionaries(st.sampled_from(["number", "price", "other"]), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=int(os.environ.get("APIGEN_FAST_EXAMPLES", "300")), deadline=None)
+@given(
+    arguments=st.fixed_dictionaries(
+        {
+            "name": st.text(max_size=3) | _ANY,
+            "count": st.integers(-(2**70), 2**70) | _ANY,
+            "ratio": st.floats() | st.integers(-(2**60), 2**60) | _ANY,
+            "flag": st.booleans() | _ANY,
+            "cabin": st.sampled_from(["economy", "business", "first"]) | _ANY,
+            "ids": st.lists(st.text(max_size=2), max_size=2) | _ANY,
+            "legs": st.lists(
+                st.fixed_dictionaries({"number": st.text(max_size=2), "price": st.floats() | st.integers()}), max_size=2
+            )
+            | _ANY,
+        },
+        optional={"limit": st.integers() | _ANY, "extra": _ANY},
+    ).flatmap(
+        lambda args: st.sets(st.sampled_from(sorted(args)), max_size=1).map(
+            lambda drop: {k: v for k, v in args.items() if k not in drop}
+        )
+    )
+)
+def test_fast_validation_gives_what_pydantic_gives(arguments):
+    tool = _TYPED["plain"]
+    assert tool._fast is not None
+    try:
+        expected = tool.args_model.model_validate(arguments).model_dump()
+    except ValidationError:
+        expected = None
+    try:
+        got = tool.validate(arguments)
+    except ToolCallError:
+        got = None
+    assert got == expected
+    if got is not None:  # same types too (1 and 1.0 are equal in Python, not in JSON)
+        assert json.dumps(got, sort_keys=True) == json.dumps(expected, sort_keys=True)
+
+
+def test_tools_with_other_types_always_validate_through_pydantic():
+    assert _TYPED["typed"]._fast is None
