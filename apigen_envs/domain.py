@@ -38,7 +38,13 @@ class DatagenSpec:
             :class:`~apigen_envs.datagen.policy_checks.PolicyRule`), or None when the domain has none: its
             blueprints' policy stage then checks nothing, and statistics say so.
         retries: Feedback rounds per attempt (the paper: 3 retail, 5 airline).
-        hints: Free-form extras for context samplers (e.g. tool-graph hints), keyed by their user.
+        hints: Free-form extras for context samplers, keyed by their user.
+        graph_hints: The LLM context sampler's tool-graph hints (a
+            :class:`~apigen_envs.datagen.context.GraphHints`), or None: walks then start at the graph's entry
+            points.
+        grounder: Picks a sampled user's records (and candidates such as item variants or searched flights)
+            that fit the chosen writes (a :data:`~apigen_envs.datagen.context.Grounder`), or None: the records
+            the user's fields point to.
 
     """
 
@@ -46,6 +52,20 @@ class DatagenSpec:
     policy_rules: Any = None
     retries: int = 3
     hints: Mapping[str, Any] = field(default_factory=dict)
+    graph_hints: Any = None
+    grounder: Any = None
+
+    def resolve(self, name: str) -> Any:
+        """One of the spec's fields, imported when given as a path (None when unset).
+
+        Args:
+            name: The field's name (``graph_hints``, ``grounder``, ...).
+
+        Returns:
+            The value.
+
+        """
+        return _resolve(getattr(self, name, None))
 
     def template_module(self) -> Any:
         """The templates, imported when given as a path (None when the domain has none)."""

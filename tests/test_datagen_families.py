@@ -170,3 +170,42 @@ def test_datagen_slot_supplies_rules_templates_and_retries(retail) -> None:
     stats = measure(bare, retail.task_list()[:5], score=False)
     assert stats.policy_rules is None and "none (unchecked)" in table([stats])
     assert measure(custom, retail.task_list()[:5], score=False).policy_rules == 1
+
+
+def test_context_knowledge_comes_from_the_domain_slot() -> None:
+    """Tool-graph hints and grounding are the domain's (its ``DatagenSpec``); datagen names no domain module."""
+    import ast
+    import dataclasses
+    import random
+    from pathlib import Path
+
+    from apigen_envs import load_domain
+    from apigen_envs.datagen.context import ContextSampler, GraphHints
+    from apigen_envs.domain import DatagenSpec
+    from apigen_envs.domains.retail import datagen_context
+
+    retail = load_domain("retail")
+    sampler = ContextSampler(retail)
+    assert sampler.hints is datagen_context.HINTS
+    context = sampler.sample(random.Random(3))
+    assert context.tools[0] in datagen_context.HINTS.identify
+    # A third-party spec with its own hints and grounder is used as given.
+    seen: list[tuple[str, ...]] = []
+
+    def grounder(snapshot, tools, user, writes, rng, limit):  # type: ignore[no-untyped-def]
+        seen.append(tuple(writes))
+        return {}, {"marker": ["from the custom grounder"]}
+
+    hints = GraphHints(identify=("find_user_id_by_email",), profile="get_user_details")
+    spec = DatagenSpec(graph_hints=hints, grounder=grounder)
+    custom = ContextSampler(dataclasses.replace(retail, datagen=spec))
+    assert custom.hints is hints
+    assert custom.sample(random.Random(3)).candidates == {"marker": ["from the custom grounder"]} and seen
+    # Without a slot: no identification start, no grounder (records the user's fields point to).
+    bare = ContextSampler(dataclasses.replace(retail, datagen=None))
+    assert bare.hints == GraphHints() and bare._grounder is None
+    package = Path(__file__).resolve().parents[1] / "apigen_envs" / "datagen"
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("apigen_envs.domains"), f"{path.name} imports {node.module}"

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from apigen_envs.datagen.context import DOMAIN_HINTS, ContextSampler, GraphHints, ToolGraph, policy_clauses
+from apigen_envs.datagen.context import ContextSampler, GraphHints, ToolGraph, policy_clauses
 from apigen_envs.datagen.policy_checks import AIRLINE_RULES, MOCK_RULES, RETAIL_RULES, check_policy, rules_for
 from apigen_envs.datagen.proposers import Proposal, ProposalError, parse_payload
 from apigen_envs.datagen.trace import execute
@@ -20,6 +20,7 @@ from apigen_envs.datagen.validate import (
     draft_task,
     output_derivable,
 )
+from apigen_envs.domains.mock.datagen_context import HINTS as MOCK_HINTS
 from apigen_envs.registry import load_domain
 from apigen_envs.task import Action
 
@@ -288,7 +289,7 @@ def test_tool_graph_is_derived_from_schemas(mock) -> None:
     # Tools return plain JSON rows: without the row types nothing says what their output holds.
     assert ToolGraph.build(mock.tools).edges == ()
     # The row types alone (Account has account_id) give the edges; the bare-id lookup needs its hint.
-    graph = ToolGraph.build(mock.tools, GraphHints(rows=DOMAIN_HINTS["mock"].rows))
+    graph = ToolGraph.build(mock.tools, GraphHints(rows=MOCK_HINTS.rows))
     edges = {(a, b) for a, b, _ in graph.edges}
     assert ("get_account_details", "close_account") in edges
     assert ("find_customer_by_email", "get_customer_details") not in edges

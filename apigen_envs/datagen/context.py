@@ -4,7 +4,8 @@ a persona, policy clauses and few-shot examples.
 The tool graph has an edge A -> B when an argument of B can be filled from A's output (``find_user_id`` ->
 ``get_user_details`` -> ``cancel_pending_order``). It is derived from the tool signatures: the fields a
 tool returns against the id-like parameters of the others. Tools return plain JSON rows, so the fields
-come from a per-domain hint table naming the record type each tool returns (the domain's row models), or
+come from the domain's hint table (``Domain.datagen.graph_hints``) naming the record type each tool
+returns (the domain's row models), or
 from a tool's return annotation when it names a model; the table also says what types cannot (a tool
 returning a bare id string, pairs the policy forbids).
 """
@@ -23,9 +24,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from apigen_envs.db import Snapshot, copy_row
-from apigen_envs.domains.airline import models as airline_models
-from apigen_envs.domains.mock import models as mock_models
-from apigen_envs.domains.retail import models as retail_models
 from apigen_envs.task import Task
 from apigen_envs.tools import Tool, ToolSet
 
@@ -53,81 +51,6 @@ class GraphHints:
     identify: tuple[str, ...] = ()
     profile: str | None = None
 
-
-_RETAIL_ORDER = retail_models.Order
-_AIRLINE_RESERVATION = airline_models.Reservation
-_MOCK_ACCOUNT = mock_models.Account
-
-DOMAIN_HINTS: Mapping[str, GraphHints] = MappingProxyType(
-    {
-        "retail": GraphHints(
-            rows=MappingProxyType(
-                {
-                    "cancel_pending_order": _RETAIL_ORDER,
-                    "exchange_delivered_order_items": _RETAIL_ORDER,
-                    "get_order_details": _RETAIL_ORDER,
-                    "get_product_details": retail_models.Product,
-                    "get_item_details": retail_models.Variant,
-                    "get_user_details": retail_models.User,
-                    "modify_pending_order_address": _RETAIL_ORDER,
-                    "modify_pending_order_items": _RETAIL_ORDER,
-                    "modify_pending_order_payment": _RETAIL_ORDER,
-                    "modify_user_address": retail_models.User,
-                    "return_delivered_order_items": _RETAIL_ORDER,
-                }
-            ),
-            returns={
-                "find_user_id_by_email": ("user_id",),
-                "find_user_id_by_name_zip": ("user_id",),
-                "list_all_product_types": ("product_id",),
-            },
-            identify=("find_user_id_by_email", "find_user_id_by_name_zip"),
-            profile="get_user_details",
-            forbidden=frozenset(
-                {
-                    ("cancel_pending_order", "modify_pending_order_items"),
-                    ("cancel_pending_order", "return_delivered_order_items"),
-                    ("return_delivered_order_items", "exchange_delivered_order_items"),
-                    ("modify_pending_order_items", "cancel_pending_order"),
-                }
-            ),
-        ),
-        "airline": GraphHints(
-            rows=MappingProxyType(
-                {
-                    "book_reservation": _AIRLINE_RESERVATION,
-                    "cancel_reservation": _AIRLINE_RESERVATION,
-                    "get_reservation_details": _AIRLINE_RESERVATION,
-                    "get_user_details": airline_models.User,
-                    "list_all_airports": list[airline_models.AirportCode],
-                    "search_direct_flight": list[airline_models.DirectFlight],
-                    "search_onestop_flight": list[list[airline_models.DirectFlight]],
-                    "update_reservation_baggages": _AIRLINE_RESERVATION,
-                    "update_reservation_flights": _AIRLINE_RESERVATION,
-                    "update_reservation_passengers": _AIRLINE_RESERVATION,
-                }
-            ),
-            forbidden=frozenset({("cancel_reservation", "update_reservation_flights")}),
-            # Airline customers give their user id; the agent reads the profile first.
-            identify=("get_user_details",),
-            profile="get_user_details",
-        ),
-        "mock": GraphHints(
-            rows=MappingProxyType(
-                {
-                    "get_customer_details": mock_models.Customer,
-                    "get_account_details": _MOCK_ACCOUNT,
-                    "set_account_nickname": _MOCK_ACCOUNT,
-                    "close_account": _MOCK_ACCOUNT,
-                }
-            ),
-            returns={"find_customer_by_email": ("customer_id",)},
-            identify=("find_customer_by_email",),
-            profile="get_customer_details",
-        ),
-    }
-)
-"""Per-domain hint tables."""
 
 _ID_PARAM = re.compile(r"(_id|_ids|^id|^zip|^email|_number|^flights|^date)$")
 
@@ -533,158 +456,17 @@ def related_records(
     return out
 
 
-_RETAIL_STATUS: Mapping[str, str] = MappingProxyType(
-    {
-        "cancel_pending_order": "pending",
-        "modify_pending_order_address": "pending",
-        "modify_pending_order_items": "pending",
-        "modify_pending_order_payment": "pending",
-        "exchange_delivered_order_items": "delivered",
-        "return_delivered_order_items": "delivered",
-    }
-)
-"""Order status each retail write needs (the policy's rule; the records shown are chosen to fit it)."""
-
-_VARIANT_WRITES = frozenset({"exchange_delivered_order_items", "modify_pending_order_items"})
-_MAX_VARIANTS = 4
-_MAX_FLIGHTS = 3
-
-
-def _search_flights(tools: ToolSet, snapshot: Snapshot, origin: str, destination: str, date: str) -> list[Any]:
-    """Run the domain's own ``search_direct_flight`` (a real search, so candidates are bookable)."""
-    if "search_direct_flight" not in tools:
-        return []
-    try:
-        found = tools.call(
-            snapshot.view(), "search_direct_flight", {"origin": origin, "destination": destination, "date": date}
-        )
-    except Exception:  # noqa: BLE001 - a refused search just yields no candidates
-        return []
-    return list(found)[:_MAX_FLIGHTS] if isinstance(found, list) else []
-
-
-def ground_retail(
-    snapshot: Snapshot, tools: ToolSet, user: Mapping[str, Any], writes: Sequence[str], rng: random.Random, limit: int
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Retail orders whose status allows the chosen writes, and other variants of their items.
-
-    Args:
-        snapshot: The base DB.
-        tools: The domain's tools.
-        user: The user's row.
-        writes: The walk's write tools.
-        rng: Random source.
-        limit: Orders to show at most.
-
-    Returns:
-        (records, candidates): orders by id; ``variants of <item_id>`` -> available other variants.
-
-    """
-    orders = snapshot.tables.get("orders", {})
-    mine = [o for o in user.get("orders", ()) if o in orders]
-    wanted = {_RETAIL_STATUS[w] for w in writes if w in _RETAIL_STATUS}
-    fitting = [o for o in mine if orders[o].get("status") in wanted]
-    rng.shuffle(fitting)
-    rest = [o for o in mine if o not in fitting]
-    rng.shuffle(rest)
-    chosen = (fitting + rest)[: max(limit, len(wanted))]
-    records = {"orders": {o: copy_row(orders[o]) for o in chosen}} if chosen else {}
-    candidates: dict[str, Any] = {}
-    if _VARIANT_WRITES & set(writes):
-        products = snapshot.tables.get("products", {})
-        for oid in [o for o in chosen if o in fitting][:1] or chosen[:1]:
-            for item in list(orders[oid].get("items", ()))[:2]:
-                product = products.get(item.get("product_id"))
-                if product is None:
-                    continue
-                others = [
-                    {"item_id": v["item_id"], "options": v["options"], "price": v["price"]}
-                    for v in product.get("variants", {}).values()
-                    if v.get("available") and v.get("item_id") != item.get("item_id")
-                ]
-                rng.shuffle(others)
-                if others:
-                    candidates[f"available variants of {item.get('name', 'item')} {item['item_id']}"] = others[
-                        :_MAX_VARIANTS
-                    ]
-    return records, candidates
-
-
-def ground_airline(
-    snapshot: Snapshot, tools: ToolSet, user: Mapping[str, Any], writes: Sequence[str], rng: random.Random, limit: int
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Airline reservations for the chosen writes, and candidate flights from a real search.
-
-    Args:
-        snapshot: The base DB.
-        tools: The domain's tools.
-        user: The user's row.
-        writes: The walk's write tools.
-        rng: Random source.
-        limit: Reservations to show at most.
-
-    Returns:
-        (records, candidates): reservations by id; ``flights <origin>-><destination> on <date>`` -> the
-        search results.
-
-    """
-    reservations = snapshot.tables.get("reservations", {})
-    mine = [r for r in user.get("reservations", ()) if r in reservations]
-    if "update_reservation_flights" in writes:
-        # Basic economy flights cannot be changed: show changeable reservations first.
-        mine.sort(key=lambda r: reservations[r].get("cabin") == "basic_economy")
-        head = [r for r in mine if reservations[r].get("cabin") != "basic_economy"]
-        rng.shuffle(head)
-        mine = head + [r for r in mine if r not in head]
-    else:
-        rng.shuffle(mine)
-    chosen = mine[:limit]
-    records = {"reservations": {r: copy_row(reservations[r]) for r in chosen}} if chosen else {}
-    candidates: dict[str, Any] = {}
-    legs: list[tuple[str, str, str]] = []
-    flights = snapshot.tables.get("flights", {})
-    if "update_reservation_flights" in writes and chosen:
-        first = reservations[chosen[0]]["flights"][0]
-        # Bookable dates of the same route (a change keeps the trip's endpoints).
-        dates = sorted(
-            {
-                d
-                for row in flights.values()
-                if row.get("origin") == first["origin"] and row.get("destination") == first["destination"]
-                for d, v in row.get("dates", {}).items()
-                if v.get("status") == "available" and d != first["date"]
-            }
-        )
-        if dates:
-            legs.append((first["origin"], first["destination"], rng.choice(dates)))
-    if "book_reservation" in writes:
-        keys = sorted(flights)
-        for _ in range(8):
-            row = flights[rng.choice(keys)]
-            dates = sorted(d for d, v in row.get("dates", {}).items() if v.get("status") == "available")
-            if dates:
-                legs.append((row["origin"], row["destination"], rng.choice(dates)))
-                break
-    for origin, destination, date in legs:
-        found = _search_flights(tools, snapshot, origin, destination, date)
-        if found:
-            candidates[f"flights {origin}->{destination} on {date} (search_direct_flight)"] = found
-    return records, candidates
-
-
 Grounder = Callable[
     [Snapshot, ToolSet, Mapping[str, Any], Sequence[str], random.Random, int],
     tuple[dict[str, dict[str, Any]], dict[str, Any]],
 ]
 """Picks a user's records (and candidate records) that fit the chosen writes."""
 
-GROUNDERS: Mapping[str, Grounder] = MappingProxyType({"retail": ground_retail, "airline": ground_airline})
-"""Per-domain grounding (other domains show the records the user's fields point to)."""
-
 
 def _domain_slot(domain: Any, name: str) -> Any:
-    """A field of the domain's ``datagen`` slot, if the domain has one (hints may live there)."""
-    return getattr(getattr(domain, "datagen", None), name, None)
+    """A field of the domain's ``datagen`` slot (import paths resolved), None when it has none."""
+    spec = getattr(domain, "datagen", None)
+    return spec.resolve(name) if spec is not None else None
 
 
 class ContextSampler:
@@ -692,8 +474,8 @@ class ContextSampler:
 
     Args:
         domain: The loaded domain (snapshot, tools, policy, tasks).
-        hints: The tool-graph hints (defaults to the domain's ``datagen.graph_hints`` if it has that slot,
-            else its entry in :data:`DOMAIN_HINTS`).
+        hints: The tool-graph hints (defaults to the domain's ``datagen.graph_hints``; none: walks start at
+            the graph's entry points).
         examples: Few-shot pool (defaults to the domain's ``train`` split: test tasks never leak into
             prompts).
         include_test_users: Also sample users that test-split tasks are about (off by default, so a
@@ -709,7 +491,7 @@ class ContextSampler:
         include_test_users: bool = False,
     ) -> None:
         self.domain = domain
-        self.hints = hints or _domain_slot(domain, "graph_hints") or DOMAIN_HINTS.get(domain.name) or GraphHints()
+        self.hints = hints or _domain_slot(domain, "graph_hints") or GraphHints()
         self.graph = ToolGraph.build(domain.tools, self.hints)
         self.clauses = policy_clauses(domain.policy)
         splits = getattr(domain, "splits", {}) or {}
@@ -725,7 +507,7 @@ class ContextSampler:
                 t.user_id for t in domain.task_list("test") if t.user_id is not None and t.user_id in users
             )
         self._user_ids = tuple(u for u in users if u not in self.excluded_users) or users
-        self._grounder = _domain_slot(domain, "grounder") or GROUNDERS.get(domain.name)
+        self._grounder = _domain_slot(domain, "grounder")
 
     def sample(
         self, rng: random.Random, intent: str | None = None, user_id: str | None = None, family: str | None = None

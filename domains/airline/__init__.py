@@ -49,7 +49,13 @@ NAME = "airline"
 _V1_TABLES = tuple(f"{name}.json" for name in TABLES)
 
 
-DATAGEN = DatagenSpec(templates=f"{__name__}.templates", policy_rules=f"{__name__}.policy_rules:RULES", retries=5)
+DATAGEN = DatagenSpec(
+    templates=f"{__name__}.templates",
+    policy_rules=f"{__name__}.policy_rules:RULES",
+    retries=5,
+    graph_hints=f"{__name__}.datagen_context:HINTS",
+    grounder=f"{__name__}.datagen_context:ground_airline",
+)
 """Phase-1 knowledge of the domain: its template proposer, policy predicates and feedback rounds."""
 
 

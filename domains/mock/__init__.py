@@ -16,7 +16,12 @@ from .tools import build_tools
 DATA = Path(__file__).parent / "data"
 
 
-DATAGEN = DatagenSpec(templates=f"{__name__}.templates", policy_rules=f"{__name__}.policy_rules:RULES", retries=3)
+DATAGEN = DatagenSpec(
+    templates=f"{__name__}.templates",
+    policy_rules=f"{__name__}.policy_rules:RULES",
+    retries=3,
+    graph_hints=f"{__name__}.datagen_context:HINTS",
+)
 """Phase-1 knowledge of the domain: its template proposer, policy predicates and feedback rounds."""
 
 

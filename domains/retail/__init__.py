@@ -52,7 +52,13 @@ INDEXES = (
 """Secondary indexes used by the user lookups (O(1) in the number of users)."""
 
 
-DATAGEN = DatagenSpec(templates=f"{__name__}.templates", policy_rules=f"{__name__}.policy_rules:RULES", retries=3)
+DATAGEN = DatagenSpec(
+    templates=f"{__name__}.templates",
+    policy_rules=f"{__name__}.policy_rules:RULES",
+    retries=3,
+    graph_hints=f"{__name__}.datagen_context:HINTS",
+    grounder=f"{__name__}.datagen_context:ground_retail",
+)
 """Phase-1 knowledge of the domain: its template proposer, policy predicates and feedback rounds."""
 
 
