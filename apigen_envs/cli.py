@@ -290,7 +290,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     paths = baseline_beside(args.episodes)
     if len(paths) > len(args.episodes):
-        print(f"adding the do-nothing baseline beside the episodes: {', '.join(map(str, paths[len(args.episodes) :]))}")
+        print(f"adding the baselines beside the episodes: {', '.join(map(str, paths[len(args.episodes) :]))}")
     episodes = _load_episodes_noting_skips(paths)
     if not episodes:
         return fail("no episodes in the given files")

@@ -33,7 +33,8 @@ RESPOND = "respond"
 ID_REMINDER = (
     "Reminder: before you look up or change any order, reservation or account, identify the customer as the "
     "policy says: ask for what the policy accepts (for example email, or name and zip code, or user id) and "
-    "find their user id with the lookup tool. Then get the user's details and act."
+    "find their user id with the lookup tool. Then get the user's details and act. Never guess an email, "
+    "name, zip code or id: use only what the customer wrote; if they have not given it, ask them."
 )
 """System note shown until the agent's first tool call (``id_reminder``)."""
 

@@ -211,3 +211,20 @@ def test_measure_script_counts_openings_and_confusion():
     assert result["opening_by_template"] == 4 and result["said_lines_classified_confused"] == 0
     assert result["raw_rejections_by_kind"]["agent_speak"] > 0
     assert module.rescore(result)["rescored"] is True
+
+
+def test_a_bare_yes_to_an_identity_question_is_regenerated_then_replaced():
+    asked = [
+        UserMessage(content="Hi, I want to cancel order #W1."),
+        AssistantMessage(content="Can you please provide your email address, so I can find your user id?"),
+    ]
+    llm = ScriptedLLM(["Yes.", "Sure, it's wei@example.com."])
+    turn = LLMUser(llm).respond(TASK, asked)
+    assert turn.content == "Sure, it's wei@example.com."
+    assert turn.meta["rejected"] == [{"line": "Yes.", "why": "no_identity_given"}]
+    turn = LLMUser(ScriptedLLM(["Yes."], cycle=True)).respond(TASK, asked)
+    assert turn.content == "My name is Wei Ivanov and my email is wei@example.com."
+    # Saying the detail is unknown is an answer; and a confirmation question is not an identity question.
+    assert LLMUser(ScriptedLLM(["I don't remember my email."])).respond(TASK, asked).content.startswith("I don't")
+    confirm = [*asked[:1], AssistantMessage(content="I found your account. Shall I cancel order #W1 (yes/no)?")]
+    assert LLMUser(ScriptedLLM(["Yes."])).respond(TASK, confirm).content == "Yes."
