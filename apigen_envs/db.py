@@ -140,6 +140,7 @@ class Snapshot:
         self._rows_by_id: dict[int, Row] | None = None
         self._json_cache: dict[int, str] = {}
         self._field_cache: dict[int, dict[str, str]] = {}
+        self._canonical_fields: dict[int, dict[str, str]] = {}
         self._canonical_cache: dict[tuple[str, str], str] = {}
 
     def view(self) -> DBView:
@@ -217,6 +218,27 @@ class Snapshot:
             else:
                 return None
         return "{" + ", ".join(parts) + "}"
+
+    def edited_canonical(self, row: dict[str, Any], base: dict[str, Any]) -> str | None:
+        """:func:`canonical` of ``row``, an edited copy of the snapshot row ``base`` (see :meth:`edited_text`).
+
+        Sorted keys make a field's canonical text independent of its place, so the unchanged fields reuse
+        the texts cached for them. None when a key is not a string (the caller encodes the row itself).
+        """
+        fields = self._canonical_fields.get(id(base))
+        if fields is None:
+            if not all(type(key) is str for key in base):
+                return None
+            fields = self._canonical_fields[id(base)] = {
+                key: f"{_canonical(key)}:{_canonical(value)}" for key, value in base.items()
+            }
+        if not all(type(key) is str for key in row):
+            return None
+        parts = []
+        for key in sorted(row):
+            value = row[key]
+            parts.append(fields[key] if value is base.get(key, _ABSENT) else f"{_canonical(key)}:{_canonical(value)}")
+        return "{" + ",".join(parts) + "}"
 
     def to_json(self) -> dict[str, dict[str, Any]]:
         """The whole DB as fresh JSON data (for export and comparisons; O(DB))."""
@@ -445,7 +467,12 @@ class DBView:
                     if original is not None:
                         out.setdefault(name, {})[key] = None
                 elif value is not original:
-                    text = canonical(value)
+                    entry = self._bases.get(id(value))
+                    text = None
+                    if entry is not None and entry[0] is value:
+                        text = snapshot.edited_canonical(value, entry[1])
+                    if text is None:
+                        text = canonical(value)
                     if original is None or text != snapshot.canonical_text(name, key):
                         out.setdefault(name, {})[key] = text
         return out

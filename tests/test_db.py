@@ -400,6 +400,8 @@ def test_an_edited_row_shows_the_text_json_dumps_writes(row, edits):
             edited[f"added{at}"] = value
     assert view.json_text(edited) == json.dumps(edited)
     assert view.json_text(view.t.edit("k")) == json.dumps(edited)  # a second edit is the same row
+    assert view.change_texts().get("t", {}).get("k", canonical(row)) == canonical(edited)
+    assert snap.edited_canonical(edited, snap.tables["t"]["k"]) == canonical(edited)
     assert snap.tables["t"]["k"] == row  # the snapshot row is untouched
 
 

@@ -864,6 +864,9 @@ def build_tools(semantics: Semantics | None = None, airports: Iterable[tuple[str
         reservation = db.reservations.edit(reservation_id)
         if v1:
             reservation["passengers"] = copy_row(passengers)
+        elif all(type(p) is Passenger for p in passengers):
+            # The dump of a copy of a record is the dump of the record (fresh data either way): no deep copy.
+            reservation["passengers"] = [p.model_dump() for p in passengers]
         else:
             reservation["passengers"] = [_dump(p) for p in copy.deepcopy(passengers)]
         return reservation

@@ -206,6 +206,17 @@ def build_tools(semantics: Semantics | None = None) -> ToolSet:
                 "country": country,
                 "zip": zip,
             }
+        if all(type(part) is str for part in (address1, address2, city, state, country, zip)):
+            # Exactly what tau2's UserAddress holds for str parts (its field order); skips a validation that
+            # cannot change them.
+            return {
+                "address1": address1,
+                "address2": address2,
+                "city": city,
+                "country": country,
+                "state": state,
+                "zip": zip,
+            }
         return UserAddress(
             address1=address1, address2=address2, city=city, state=state, country=country, zip=zip
         ).model_dump()
