@@ -129,8 +129,11 @@ def test_committee_of_three_models_votes_and_sees_schema(mock) -> None:
     proposal_request = next(r for r in requests if not is_review(r))
     schema = proposal_request["response_format"]["schema"]
     assert schema == blueprint_schema(mock.tools)
-    names = {v["properties"]["name"]["const"] for v in schema["properties"]["actions"]["items"]["anyOf"]}
-    assert names == {t.name for t in mock.tools if t.name != "think"}
+    assert schema["properties"]["actions"]["items"]["properties"]["name"]["enum"] == [
+        t.name for t in mock.tools if t.name != "think"
+    ]
+    typed = blueprint_schema(mock.tools, typed_arguments=True)["properties"]["actions"]["items"]["anyOf"]
+    assert {v["properties"]["name"]["const"] for v in typed} == {t.name for t in mock.tools if t.name != "think"}
 
 
 def test_committee_rejection_is_summarised_with_the_blueprint(mock) -> None:
