@@ -73,7 +73,8 @@ def test_scripted_user_opens_with_the_request_not_the_instruction():
     assert turn.content == scripted_opening(task)
     assert "Persona" not in turn.content and not turn.content.startswith("You are")
     # Who the customer is still comes with it (an agent must identify them), in the first person.
-    assert "My name is" in turn.content and "your" not in turn.content.lower()
+    # (the opening may already carry it, e.g. "The account is under amelia@example.com.").
+    assert ("My name is" in turn.content or "@example.com" in turn.content) and "your" not in turn.content.lower()
     mock = load_domain("mock").task("transfer_50")
     assert scripted_opening(mock) == (
         "Hi, I want to move $50 from my checking account acc_1001 to my savings account acc_1002. "
