@@ -6,8 +6,8 @@ than JSON), under the user's cache folder; a later load of byte-identical files,
 types, semantics and package version, reads them back instead. Any change to a file changes its key, so the
 cache can never serve stale rows; an unreadable or corrupt cache entry is ignored and rebuilt.
 
-The folder is ``$APIGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/apigen-envs``, else ``~/.cache/apigen-envs``
-(subfolder ``tables``). ``APIGEN_TABLE_CACHE=0`` turns the cache off.
+The folder is ``$APIGEN_TABLE_CACHE_DIR``, else ``tables`` under ``$APIGEN_CACHE_DIR``, else under
+``$XDG_CACHE_HOME/apigen-envs``, else under ``~/.cache/apigen-envs``. ``APIGEN_TABLE_CACHE=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ Tables = dict[str, dict[str, Any]]
 
 
 def cache_dir() -> Path:
-    """Where validated tables are cached."""
+    """Where validated tables are cached (``$APIGEN_TABLE_CACHE_DIR`` first, for a folder of their own)."""
+    own = os.environ.get("APIGEN_TABLE_CACHE_DIR")
+    if own:
+        return Path(own)
     root = os.environ.get("APIGEN_CACHE_DIR")
     if root:
         return Path(root) / "tables"

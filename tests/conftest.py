@@ -8,8 +8,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Validated tables are cached under the user's cache folder; the suite uses a folder of its own.
-os.environ.setdefault("APIGEN_CACHE_DIR", tempfile.mkdtemp(prefix="apigen-test-cache-"))
+# Validated tables are cached under the user's cache folder; the suite uses a folder of its own. Only the
+# tables: the local model stays in the user's cache, so the live tests find it once it was fetched.
+os.environ.setdefault("APIGEN_TABLE_CACHE_DIR", tempfile.mkdtemp(prefix="apigen-test-tables-"))
 
 
 def peers_dir() -> Path:

@@ -10,6 +10,7 @@ from apigen_envs.table_cache import cache_dir, cached_tables
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("APIGEN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("APIGEN_TABLE_CACHE_DIR", raising=False)
     monkeypatch.delenv("APIGEN_TABLE_CACHE", raising=False)
 
 
@@ -82,3 +83,11 @@ def test_domain_load_from_the_cache_gives_the_same_snapshot(tmp_path):
         fresh = module.load(None)
         cached = module.load(None)
         assert cached.snapshot.content_hash() == fresh.snapshot.content_hash()
+
+
+def test_table_cache_dir_of_its_own_wins(tmp_path, monkeypatch):
+    from apigen_envs.table_cache import cache_dir
+
+    assert cache_dir() == tmp_path / "cache" / "tables"
+    monkeypatch.setenv("APIGEN_TABLE_CACHE_DIR", str(tmp_path / "tables-only"))
+    assert cache_dir() == tmp_path / "tables-only"
