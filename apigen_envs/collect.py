@@ -100,6 +100,10 @@ def data_fingerprint(domain: Domain) -> str:
     return digest.hexdigest()
 
 
+AGENT_OPTIONS = ("constrain", "id_reminder")
+"""Agent switches recorded in ``agent_config`` that change episodes, so they are part of the resume key."""
+
+
 def run_settings(
     domain: Domain,
     agent: Any,
@@ -116,7 +120,7 @@ def run_settings(
         domain: The domain.
         agent: The agent (its name is used).
         user: The user simulator (its name is used).
-        agent_config: Agent settings (``model``, ``temperature``).
+        agent_config: Agent settings (``model``, ``temperature``, the switches in :data:`AGENT_OPTIONS`).
         user_config: User simulator settings (``model``, ``temperature``).
         base_seed: The run seed.
         max_turns: Agent steps per episode.
@@ -130,6 +134,7 @@ def run_settings(
         agent=_name(agent, "agent"),
         model=None if model is None else str(model),
         temperature=agent_config.get("temperature"),
+        agent_options={k: bool(agent_config[k]) for k in AGENT_OPTIONS if k in agent_config},
         user=_name(user, "user"),
         user_model=None if user_model is None else str(user_model),
         user_temperature=user_config.get("temperature"),

@@ -49,6 +49,7 @@ class RunSettings(BaseModel):
         agent: Agent name.
         model: The agent's model, when it has one.
         temperature: The agent's sampling temperature, when recorded.
+        agent_options: Agent switches that change its episodes (``constrain``, ``id_reminder``), when set.
         user: User simulator name.
         user_model: The user simulator's model, when it has one.
         user_temperature: The user simulator's temperature, when recorded.
@@ -64,6 +65,7 @@ class RunSettings(BaseModel):
     agent: str
     model: str | None = None
     temperature: float | None = None
+    agent_options: dict[str, bool] = Field(default_factory=dict)
     user: str
     user_model: str | None = None
     user_temperature: float | None = None

@@ -69,6 +69,7 @@ def test_collect_oracle_and_noop(tmp_path, mock_domain):
         ({"agent": NoopAgent()}, "agent"),
         ({"agent_config": {"model": "other"}}, "model"),
         ({"agent_config": {"model": "m", "temperature": 0.7}}, "temperature"),
+        ({"agent_config": {"model": "m", "constrain": True}}, "agent_options"),
         ({"user_config": {"model": "user-llm"}}, "user_model"),
         ({"base_seed": 1}, "base_seed"),
         ({"max_turns": 7}, "max_turns"),
