@@ -714,6 +714,9 @@ def create_app(settings: ServerSettings | None = None, *, user_factory: UserFact
             raise _HTTPError(403, str(exc)) from None
         except ValueError as exc:
             raise _HTTPError(422, str(exc)) from None
+        if hasattr(user, "nudges"):
+            # The LLM customer's stop-guard nudge follows the domain's profile (off in the peer profiles).
+            user.nudges = bool(getattr(domain.semantics, "user_nudges", False))
         try:
             env = ToolUseEnv(domain, user=user, split=body.split, max_turns=body.max_turns)
         except DomainNotFoundError as exc:  # unknown split

@@ -385,3 +385,24 @@ def test_openapi_lists_routes_and_models(http: httpx.Client) -> None:
     schemas = spec["components"]["schemas"]
     assert {"CreateSessionRequest", "StepResult", "SessionCreated", "RewardInfo", "ErrorBody"} <= set(schemas)
     assert "404" in paths["/sessions/{session_id}/step"]["post"]["responses"]
+
+
+class NudgingUser(SlowUser):
+    """A scripted customer carrying the LLM customer's ``nudges`` switch (unset until the server sets it)."""
+
+    nudges: bool | None = None
+
+
+def test_the_customer_nudge_follows_the_domain_profile() -> None:
+    """The server sets an LLM customer's stop-guard nudge from the domain's semantics profile."""
+    made: list[NudgingUser] = []
+
+    def factory(spec: UserSpec, settings: ServerSettings) -> NudgingUser:
+        made.append(NudgingUser(0.0))
+        return made[-1]
+
+    expected = bool(load_domain("mock").semantics.user_nudges)
+    with serve_in_thread(ServerSettings(), user_factory=factory) as srv:
+        with RemoteEnv(srv.base_url, domain="mock") as env:
+            env.reset(options={"task_index": 0})
+    assert made and made[0].nudges is expected
