@@ -402,7 +402,9 @@ def test_the_customer_nudge_follows_the_domain_profile() -> None:
         return made[-1]
 
     expected = bool(load_domain("mock").semantics.user_nudges)
-    with serve_in_thread(ServerSettings(), user_factory=factory) as srv:
-        with RemoteEnv(srv.base_url, domain="mock") as env:
-            env.reset(options={"task_index": 0})
+    with (
+        serve_in_thread(ServerSettings(), user_factory=factory) as srv,
+        RemoteEnv(srv.base_url, domain="mock") as env,
+    ):
+        env.reset(options={"task_index": 0})
     assert made and made[0].nudges is expected
