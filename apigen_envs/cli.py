@@ -152,7 +152,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         conflict = args.on_conflict.replace("-", "_")
         collector: Any
         with tqdm(total=total, disable=args.quiet, unit="ep") as bar:
-            collector: Any
             if args.backend == "local" and args.processes > 1:
                 from apigen_envs.collect import ProcessCollector
 

@@ -390,14 +390,10 @@ class Phase1Pipeline:
 
         """
         done, task, results, diff = self._rule_stages(proposal, dedup, task_id)
-        if done is not None or task is None:
-            return done or Evaluation(None, tuple(results))
-        if self.committee is None:
-            results.append(_SKIPPED)
-            return Evaluation(task, tuple(results), None, diff)
+        if done is not None or task is None or self.committee is None:
+            return done or _skipped(task, results, diff)
         verdict = self.committee.review(task, self.domain.tools, list(diff), seed=seed)
-        results.append(StageResult("committee", verdict.accepted, verdict.reasons, {"score": verdict.score}))
-        return Evaluation(task, tuple(results), verdict, diff)
+        return _reviewed(task, results, diff, verdict)
 
     async def aevaluate(
         self,
@@ -423,18 +419,14 @@ class Phase1Pipeline:
 
         """
         done, task, results, diff = self._rule_stages(proposal, dedup, task_id)
-        if done is not None or task is None:
-            return done or Evaluation(None, tuple(results))
-        if self.committee is None:
-            results.append(_SKIPPED)
-            return Evaluation(task, tuple(results), None, diff)
+        if done is not None or task is None or self.committee is None:
+            return done or _skipped(task, results, diff)
         start = time.perf_counter()
         verdict = await self.committee.areview(task, self.domain.tools, list(diff), seed=seed, limit=limit)
         if stats is not None:
             stats.llm["committee_calls"] += self.committee.size
             stats.llm["committee_ms"] += round(1000 * (time.perf_counter() - start))
-        results.append(StageResult("committee", verdict.accepted, verdict.reasons, {"score": verdict.score}))
-        return Evaluation(task, tuple(results), verdict, diff)
+        return _reviewed(task, results, diff, verdict)
 
     def feedback(self, evaluation: Evaluation, seed: int) -> str:
         """Feedback text for a rejected evaluation."""
@@ -692,6 +684,19 @@ class Phase1Pipeline:
 
 
 _SKIPPED = StageResult("committee", True, details={"skipped": True})
+
+
+def _skipped(task: Task | None, results: list[StageResult], diff: tuple[dict[str, Any], ...]) -> Evaluation:
+    """The evaluation of a candidate that passed every rule stage when there is no committee."""
+    return Evaluation(task, (*results, _SKIPPED), None, diff)
+
+
+def _reviewed(task: Task, results: list[StageResult], diff: tuple[dict[str, Any], ...], verdict: Verdict) -> Evaluation:
+    """The evaluation of a candidate the committee reviewed."""
+    stage = StageResult("committee", verdict.accepted, verdict.reasons, {"score": verdict.score})
+    return Evaluation(task, (*results, stage), verdict, diff)
+
+
 """The committee stage of a run without a committee: not passed, not failed, counted as skipped."""
 
 
