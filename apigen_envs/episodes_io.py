@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -211,20 +211,42 @@ class EpisodeWriter:
             EpisodeWriteError: When the line could not be written (the file is unchanged).
             ValueError: When the writer is closed.
         """
+        self._append(line, f"episode {episode_id!r}")
+
+    def write_lines(self, lines: Sequence[bytes], episode_ids: Sequence[str]) -> None:
+        """Append several serialised episodes with one write call: all of them, or none.
+
+        A collector finishing many episodes in one event-loop pass writes them together (one system call
+        instead of one per episode). A kill mid-write leaves at most a truncated last line, which the next
+        open sets aside (:func:`repair_tail`).
+
+        Args:
+            lines: Newline-terminated JSON lines from :func:`episode_line`.
+            episode_ids: Their episodes' ids, for the error message.
+
+        Raises:
+            EpisodeWriteError: When the lines could not be written (the file is unchanged).
+            ValueError: When the writer is closed.
+        """
+        if lines:
+            what = f"episode {episode_ids[0]!r}" if len(lines) == 1 else f"{len(lines)} episodes"
+            self._append(b"".join(lines), what)
+
+    def _append(self, data: bytes, what: str) -> None:
         if self._fh is None:
             raise ValueError("writer is closed")
         start = self._fh.tell()
         try:
-            # One write call per line keeps a kill from interleaving two partial records.
-            written = self._fh.write(line)
-            while written < len(line):
-                written += self._fh.write(line[written:])
+            # One write call per batch keeps a kill from interleaving two partial records.
+            written = self._fh.write(data)
+            while written < len(data):
+                written += self._fh.write(data[written:])
             if self._fsync:
                 os.fsync(self._fh.fileno())
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fh.fileno(), start)  # no partial line for the next write to follow
-            raise EpisodeWriteError(f"episode {episode_id!r} was not written to {self.path}: {exc}") from exc
+            raise EpisodeWriteError(f"{what} was not written to {self.path}: {exc}") from exc
 
     def close(self) -> None:
         """Close the file."""

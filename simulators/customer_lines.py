@@ -166,7 +166,7 @@ def request_text(task: Task) -> str:
     return " ".join(wanted[:2])
 
 
-_PRONOUNS = (
+_PRONOUN_RULES = (
     (r"\byou are\b", "I am"),
     (r"\byou were\b", "I was"),
     (r"\byou'?re\b", "I'm"),
@@ -185,6 +185,11 @@ _PRONOUNS = (
     (r"\byou\b", "I"),
 )
 
+# Compiled once: the scripted customer rewrites every opening line, and re.sub's pattern cache lookup cost
+# as much as the substitutions themselves.
+_PRONOUNS = tuple((re.compile(pattern, re.IGNORECASE), repl) for pattern, repl in _PRONOUN_RULES)
+_MID_SENTENCE_MY = re.compile(r"(?<=[a-z,;:] )My\b")
+
 
 def first_person(text: str) -> str:
     """Rewrite a second-person scenario sentence ("You want your order cancelled") in the first person.
@@ -198,9 +203,9 @@ def first_person(text: str) -> str:
     """
     out = text
     for pattern, repl in _PRONOUNS:
-        out = re.sub(pattern, lambda m, r=repl: _case_like(m, m.expand(r)), out, flags=re.IGNORECASE)
+        out = pattern.sub(lambda m, r=repl: _case_like(m, m.expand(r)), out)
     # "I" stays upper case even mid-sentence; "My" mid-sentence is lower case again.
-    out = re.sub(r"(?<=[a-z,;:] )My\b", "my", out)
+    out = _MID_SENTENCE_MY.sub("my", out)
     return out
 
 

@@ -207,6 +207,74 @@ def test_a_failed_write_leaves_no_partial_line(mock_domain, tmp_path):
     assert [r["episode_id"] for r in assert_clean_jsonl(out, 2)] == [episodes[0].episode_id, episodes[2].episode_id]
 
 
+def test_write_lines_is_all_or_nothing(mock_domain, tmp_path):
+    from apigen_envs.episodes_io import episode_line
+
+    episodes = Collector(mock_domain, OracleAgent(), trials=1).run()
+    out = tmp_path / "eps.jsonl"
+    writer = EpisodeWriter(out)
+    writer.write_lines([episode_line(episodes[0])], [episodes[0].episode_id])
+    real = writer._fh
+
+    class DiskFull:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def write(self, data):
+            real.write(data[: len(data) // 3])
+            raise OSError(28, "No space left on device")
+
+    writer._fh = DiskFull()
+    with pytest.raises(EpisodeWriteError, match="2 episodes was not written.*No space left"):
+        writer.write_lines([episode_line(e) for e in episodes[1:3]], [e.episode_id for e in episodes[1:3]])
+    writer._fh = real
+    writer.write_lines([episode_line(e) for e in episodes[3:]], [e.episode_id for e in episodes[3:]])
+    writer.close()
+    kept = [r["episode_id"] for r in assert_clean_jsonl(out, 3)]
+    assert kept == [episodes[0].episode_id, *(e.episode_id for e in episodes[3:])]
+
+
+def test_collector_writes_what_finishes_together_in_one_call(mock_domain, tmp_path, monkeypatch):
+    calls: list[int] = []
+    original = EpisodeWriter.write_lines
+
+    def counting(self, lines, episode_ids):
+        calls.append(len(lines))
+        return original(self, lines, episode_ids)
+
+    monkeypatch.setattr(EpisodeWriter, "write_lines", counting)
+    out = tmp_path / "eps.jsonl"
+    episodes = Collector(mock_domain, OracleAgent(), trials=4, concurrency=20).run(out=out)
+    assert len(episodes) == 20 and sum(calls) == 20
+    assert len(calls) < 20  # episodes that ended in the same event-loop pass shared a write
+    assert_clean_jsonl(out, 20)
+
+
+def test_collector_batch_that_fails_to_write_is_reported_and_rerun(mock_domain, tmp_path, monkeypatch):
+    original = EpisodeWriter.write_lines
+    failed: list[int] = []
+
+    def first_batch_fails(self, lines, episode_ids):
+        if not failed:
+            failed.append(len(lines))
+            raise EpisodeWriteError("disk full")
+        return original(self, lines, episode_ids)
+
+    monkeypatch.setattr(EpisodeWriter, "write_lines", first_batch_fails)
+    out = tmp_path / "eps.jsonl"
+    collector = Collector(mock_domain, OracleAgent(), trials=2, concurrency=4)
+    episodes = collector.run(out=out)
+    assert len(collector.failures) == failed[0] and all("disk full" in f for f in collector.failures)
+    assert len(episodes) == 10 - failed[0]  # only what is in the file counts as run
+    if failed[0] < 10:
+        assert_clean_jsonl(out, 10 - failed[0])
+    else:
+        assert out.read_bytes() == b""  # every episode ended in one pass: one batch, not written
+    again = collector.run(out=out)  # a resume runs exactly the unwritten ones
+    assert len(again) == failed[0] and not collector.failures
+    assert_clean_jsonl(out, 10)
+
+
 # ---------------------------------------------------------------------------------------------- 2. resume
 def test_complete_last_line_without_newline_is_kept_and_counted(mock_domain, tmp_path):
     out = tmp_path / "eps.jsonl"

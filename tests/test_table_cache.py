@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import pydantic
 import pytest
 
-from apigen_envs.table_cache import cache_dir, cached_tables
+from apigen_envs.table_cache import cache_dir, cached_tables, schema_tag
 
 
 @pytest.fixture(autouse=True)
@@ -91,3 +94,32 @@ def test_table_cache_dir_of_its_own_wins(tmp_path, monkeypatch):
     assert cache_dir() == tmp_path / "cache" / "tables"
     monkeypatch.setenv("APIGEN_TABLE_CACHE_DIR", str(tmp_path / "tables-only"))
     assert cache_dir() == tmp_path / "tables-only"
+
+
+_TAG_SCRIPT = (
+    "import hashlib; from domains.retail import TABLES; from apigen_envs.table_cache import schema_tag; "
+    "print(hashlib.sha256(schema_tag(m for m, _ in TABLES.values()).encode()).hexdigest())"
+)
+
+
+def test_schema_tag_is_the_same_in_every_process():
+    # The core schema's repr carries object ids and addresses; left in, no process would ever hit the cache.
+    tags = {
+        subprocess.run([sys.executable, "-c", _TAG_SCRIPT], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
+    assert len(tags) == 1 and next(iter(tags)).strip()
+
+
+def test_schema_tag_changes_with_a_field_or_a_constraint():
+    # Same class name and module each time: only the definition differs.
+    def row(**fields):
+        return pydantic.create_model("Row", **fields)
+
+    plain = row(name=(str, ...), price=(float, ...))
+    renamed = row(title=(str, ...), price=(float, ...))
+    bounded = row(name=(str, ...), price=(float, pydantic.Field(ge=0)))
+    retyped = row(name=(str, ...), price=(int, ...))
+    tags = [schema_tag([m]) for m in (plain, renamed, bounded, retyped)]
+    assert len(set(tags)) == 4
+    assert schema_tag([row(name=(str, ...), price=(float, ...))]) == tags[0]
