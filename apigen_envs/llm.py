@@ -761,6 +761,7 @@ class OpenAIClient:
         self._sync: tuple[str, Any] | None = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncSlot] = weakref.WeakKeyDictionary()
         self._rng = random.Random()
+        self._openai_host: tuple[str | None, bool] = (None, False)
 
     def __repr__(self) -> str:
         return f"OpenAIClient(model={self.config.model!r}, base_url={_safe_url(self.config.resolved_base_url())!r})"
@@ -772,7 +773,11 @@ class OpenAIClient:
         key = os.environ.get(self.config.api_key_env)
         if key:
             return key
-        if urlsplit(self.config.resolved_base_url()).hostname == "api.openai.com":
+        url = self.config.resolved_base_url()
+        if self._openai_host[0] != url:
+            # Parsed once per URL: this runs on every request, and parsing cost more than the lookup above.
+            self._openai_host = (url, urlsplit(url).hostname == "api.openai.com")
+        if self._openai_host[1]:
             raise LLMRequestError(
                 f"no API key for {_OPENAI_URL}: set ${self.config.api_key_env}, or set base_url to a local server",
                 url=_OPENAI_URL,

@@ -219,7 +219,8 @@ def model_json(model: BaseModel, max_depth: int = 200) -> bytes:
 
     """
     try:
-        return model.model_dump_json().encode("utf-8")
+        # The serialiser's own bytes: model_dump_json() would decode them to str, to be encoded again here.
+        return model.__pydantic_serializer__.to_json(model)
     except (ValueError, UnicodeError):
         pass  # PydanticSerializationError (a ValueError) on text that is not encodable; repaired below
     try:
