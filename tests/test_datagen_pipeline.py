@@ -11,6 +11,7 @@ import pytest
 import apigen_envs.domains.mock.templates as mock_templates
 from apigen_envs.datagen.cli import main as blueprints_main
 from apigen_envs.datagen.committee import CRITERIA, Committee, parse_review, vote
+from apigen_envs.datagen.context import ContextSampler
 from apigen_envs.datagen.phase1 import Phase1Config, Phase1Pipeline, Phase1Stats, write_blueprints
 from apigen_envs.datagen.proposers import LLMProposer, TemplateProposer
 from apigen_envs.datagen.recombine import combine, merge_actions
@@ -51,9 +52,14 @@ ACCEPT = json.dumps({"scores": dict.fromkeys(CRITERIA, 1), "comment": "fine"})
 REJECT = json.dumps({"scores": {**dict.fromkeys(CRITERIA, 1), "completeness": 0}, "comment": "vague instruction"})
 
 
+def ana(domain) -> ContextSampler:
+    """A sampler whose contexts are all about Ana, the customer the scripted blueprints are written for."""
+    return ContextSampler(domain, user_ids=["cus_ana"])
+
+
 def run_llm(mock, replies, n=1, retries=0, committee=None, max_attempts=None):
     llm = ScriptedLLM(replies)
-    pipeline = Phase1Pipeline(mock, LLMProposer(llm, mock.tools), committee=committee)
+    pipeline = Phase1Pipeline(mock, sampler=ana(mock), proposer=LLMProposer(llm, mock.tools), committee=committee)
     result = pipeline.run(Phase1Config(n=n, seed=3, max_retries=retries, max_attempts=max_attempts or n))
     return result, llm
 
@@ -329,3 +335,44 @@ def test_cli_bad_input(tmp_path, capsys, monkeypatch) -> None:
     assert blueprints_main(["blueprints", "--domain", "mock", "--proposer", "llm"]) == 2
     assert "need a model" in capsys.readouterr().err
     assert blueprints_main(["blueprints", "--domain", "nowhere", "--out", str(tmp_path / "x.jsonl")]) == 1
+
+
+# ---------------------------------------------------------------------------------------------- copies
+def test_blueprint_about_another_customer_fails_format(mock) -> None:
+    other = json.dumps(
+        {
+            "user_id": "cus_ben",
+            "instruction": "You are Ben Okafor (ben@example.com). Name your account acc_2001 'daily'.",
+            "actions": [
+                {"name": "find_customer_by_email", "arguments": {"email": "ben@example.com"}},
+                {"name": "set_account_nickname", "arguments": {"account_id": "acc_2001", "nickname": "daily"}},
+            ],
+            "outputs": [],
+        }
+    )
+    result, _ = run_llm(mock, [other])
+    assert result.tasks == []
+    (failure,) = result.stats.failures
+    assert failure.startswith("format: the blueprint is about user 'cus_ben', not the sampled customer 'cus_ana'")
+
+
+def test_copy_of_a_few_shot_example_fails_dedup(mock) -> None:
+    example = mock.tasks["balance_and_nickname"]  # train split: in the proposer's few-shot pool
+    # The example's instruction word for word, with an identification step added so the rule stages pass.
+    actions = [IDENTIFY_ANA, *((a.name, dict(a.arguments)) for a in example.actions)]
+    result, _ = run_llm(mock, [blueprint(*actions, text=example.instruction)])
+    assert result.tasks == []
+    assert result.stats.failures == {"dedup: instruction <x>% identical to accepted blueprint balance_and_nickname": 1}
+
+
+def test_template_runs_are_not_deduplicated_against_the_embedded_set(mock) -> None:
+    # Regenerating an embedded set from templates must be able to produce its own blueprints again.
+    pipeline = Phase1Pipeline(mock, TemplateProposer(mock_templates, mock.snapshot))
+    assert pipeline.run(Phase1Config(n=3, seed=0)).tasks
+
+
+def test_sampler_refuses_unknown_users(mock) -> None:
+    with pytest.raises(ValueError, match="unknown users"):
+        ContextSampler(mock, user_ids=["cus_nobody"])
+    sampler = ContextSampler(mock, user_ids=["cus_ben"])  # a test-split user, asked for explicitly
+    assert {sampler.sample(random.Random(i)).user_id for i in range(5)} == {"cus_ben"}

@@ -28,6 +28,11 @@ def mock():
     return load_domain("mock")
 
 
+def ana(domain) -> ContextSampler:
+    """A sampler whose contexts are all about Ana, the customer the scripted blueprints are written for."""
+    return ContextSampler(domain, user_ids=["cus_ana"])
+
+
 def client(server: ScriptedServer, model: str = "proposer") -> OpenAIClient:
     return OpenAIClient(LLMConfig(model=model, base_url=server.base_url, max_retries=0, timeout_s=30))
 
@@ -59,7 +64,9 @@ def is_review(body: dict[str, Any]) -> bool:
 def test_feedback_carries_every_earlier_attempt_over_http(mock) -> None:
     replies = iter([blueprint("bills", identify=False), "not json at all", blueprint("bills")])
     with ScriptedServer(handler=lambda body: next(replies)) as server:
-        pipeline = Phase1Pipeline(mock, LLMProposer(client(server), mock.tools, policy=mock.policy))
+        pipeline = Phase1Pipeline(
+            mock, sampler=ana(mock), proposer=LLMProposer(client(server), mock.tools, policy=mock.policy)
+        )
         result = pipeline.run(Phase1Config(n=1, seed=1, max_retries=3, max_attempts=1))
         requests = server.requests
     assert len(result.tasks) == 1 and result.stats.proposals == 3
@@ -82,7 +89,7 @@ def test_feedback_carries_every_earlier_attempt_over_http(mock) -> None:
 def test_no_feedback_mode_sends_fresh_prompts(mock) -> None:
     replies = iter([blueprint("bills", identify=False), blueprint("bills")])
     with ScriptedServer(handler=lambda body: next(replies)) as server:
-        pipeline = Phase1Pipeline(mock, LLMProposer(client(server), mock.tools))
+        pipeline = Phase1Pipeline(mock, sampler=ana(mock), proposer=LLMProposer(client(server), mock.tools))
         result = pipeline.run(Phase1Config(n=1, seed=1, max_retries=1, max_attempts=1, feedback=False))
         requests = server.requests
     assert result.stats.accepted == 1 and [len(r["messages"]) for r in requests] == [2, 2]
@@ -90,7 +97,7 @@ def test_no_feedback_mode_sends_fresh_prompts(mock) -> None:
 
 def test_skipped_committee_is_recorded_as_skipped(mock) -> None:
     with ScriptedServer([blueprint("bills")]) as server:
-        result = Phase1Pipeline(mock, LLMProposer(client(server), mock.tools)).run(
+        result = Phase1Pipeline(mock, sampler=ana(mock), proposer=LLMProposer(client(server), mock.tools)).run(
             Phase1Config(n=1, seed=0, max_retries=0, max_attempts=1)
         )
     stats = result.stats.to_dict()
@@ -110,7 +117,7 @@ def test_committee_of_three_models_votes_and_sees_schema(mock) -> None:
         members = [client(server, m) for m in verdicts]
         committee = Committee(members, threshold=1.0, policy=mock.policy, json_mode="llama")
         proposer = LLMProposer(client(server), mock.tools, json_mode="llama")
-        result = Phase1Pipeline(mock, proposer, committee=committee).run(
+        result = Phase1Pipeline(mock, sampler=ana(mock), proposer=proposer, committee=committee).run(
             Phase1Config(n=1, seed=0, max_retries=0, max_attempts=1)
         )
         requests = server.requests
@@ -146,7 +153,11 @@ def test_committee_rejection_is_summarised_with_the_blueprint(mock) -> None:
     with ScriptedServer(handler=handler) as server:
         llm = client(server)
         pipeline = Phase1Pipeline(
-            mock, LLMProposer(llm, mock.tools), committee=Committee(llm, size=1, threshold=1.0), summariser=llm
+            mock,
+            LLMProposer(llm, mock.tools),
+            committee=Committee(llm, size=1, threshold=1.0),
+            summariser=llm,
+            sampler=ana(mock),
         )
         result = pipeline.run(Phase1Config(n=1, seed=0, max_retries=1, max_attempts=1))
         requests = server.requests
@@ -179,7 +190,9 @@ def test_attempts_run_concurrently(mock) -> None:
 
     with ScriptedServer(handler=handler) as server:
         llm = client(server)
-        pipeline = Phase1Pipeline(mock, LLMProposer(llm, mock.tools), committee=Committee(llm, size=2))
+        pipeline = Phase1Pipeline(
+            mock, sampler=ana(mock), proposer=LLMProposer(llm, mock.tools), committee=Committee(llm, size=2)
+        )
         start = time.perf_counter()
         result = pipeline.run(Phase1Config(n=6, seed=0, max_retries=0, max_attempts=6, concurrency=6))
         wall = time.perf_counter() - start
@@ -231,7 +244,7 @@ def test_dead_server_is_a_recorded_rejection(mock) -> None:
     with ScriptedServer(["x"]) as server:
         url = server.base_url
     dead = OpenAIClient(LLMConfig(model="m", base_url=url, max_retries=0, timeout_s=5))
-    result = Phase1Pipeline(mock, LLMProposer(dead, mock.tools)).run(
+    result = Phase1Pipeline(mock, sampler=ana(mock), proposer=LLMProposer(dead, mock.tools)).run(
         Phase1Config(n=1, seed=0, max_retries=1, max_attempts=2, concurrency=2)
     )
     assert result.tasks == [] and result.stats.proposals == 4
@@ -303,6 +316,8 @@ def test_cli_llm_run_against_scripted_server(mock, tmp_path, capsys) -> None:
                 "0",
                 "--max-tokens",
                 "50",
+                "--users",
+                "cus_ana",
                 "--out",
                 str(out),
             ]

@@ -111,7 +111,15 @@ def cmd_blueprints(args: argparse.Namespace) -> int:
         committee=committee,
         summariser=client if committee is not None and not args.no_summariser else None,
         recombiner=LLMRewriter(client, args.json_mode) if client is not None and args.recombine else None,
-        sampler=ContextSampler(domain, include_test_users=args.include_test_users) if args.proposer == "llm" else None,
+        sampler=(
+            ContextSampler(
+                domain,
+                include_test_users=args.include_test_users,
+                user_ids=[u.strip() for u in args.users.split(",") if u.strip()] if args.users else None,
+            )
+            if args.proposer == "llm"
+            else None
+        ),
         progress=progress,
     )
     config = Phase1Config(
@@ -193,6 +201,12 @@ def add_blueprints_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--include-test-users",
         action="store_true",
         help="also sample users of the domain's test-split tasks (excluded by default)",
+    )
+    p.add_argument(
+        "--users",
+        default=None,
+        help="comma-separated user ids: LLM contexts are drawn for these customers only (default: every user not in "
+        "the test split)",
     )
     p.add_argument("--out", help="blueprints file (.jsonl, or .json for a JSON list)")
     p.add_argument(

@@ -480,6 +480,7 @@ class ContextSampler:
             prompts).
         include_test_users: Also sample users that test-split tasks are about (off by default, so a
             generated set does not overlap the test split's users).
+        user_ids: Sample only these users (blueprints for chosen customers); None: every allowed user.
 
     """
 
@@ -489,6 +490,7 @@ class ContextSampler:
         hints: GraphHints | None = None,
         examples: Sequence[Task] | None = None,
         include_test_users: bool = False,
+        user_ids: Sequence[str] | None = None,
     ) -> None:
         self.domain = domain
         self.hints = hints or _domain_slot(domain, "graph_hints") or GraphHints()
@@ -507,6 +509,11 @@ class ContextSampler:
                 t.user_id for t in domain.task_list("test") if t.user_id is not None and t.user_id in users
             )
         self._user_ids = tuple(u for u in users if u not in self.excluded_users) or users
+        if user_ids is not None:
+            unknown = sorted(set(user_ids) - set(users))
+            if unknown:
+                raise ValueError(f"unknown users for the context sampler: {unknown[:5]}")
+            self._user_ids = tuple(user_ids)
         self._grounder = _domain_slot(domain, "grounder")
 
     def sample(

@@ -534,6 +534,11 @@ class Phase1Pipeline:
             limit=asyncio.Semaphore(config.concurrency),
         )
         max_attempts = config.max_attempts if config.max_attempts is not None else 4 * config.n
+        if self.proposer.name != "template":
+            # A proposer shown few-shot blueprints must not hand one back: each example counts as accepted,
+            # so a copy (same calls, or the same instruction about the same ids) fails the dedup stage.
+            for example in self.sampler.examples:
+                state.dedup.add(example)
 
         deadline = time.monotonic() + config.time_limit_s if config.time_limit_s is not None else None
 

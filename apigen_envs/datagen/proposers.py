@@ -354,6 +354,19 @@ def tool_signature(tool: Any) -> str:
     return f"{fn['name']}({', '.join(args)}) - {fn.get('description', '').strip()}"
 
 
+def _other_user(payload: ProposalPayload, expected: str | None) -> str | None:
+    """A user id the payload names (its ``user_id``, or a ``user_id`` argument) other than ``expected``."""
+    if not expected:
+        return None
+    if payload.user_id and payload.user_id != expected:
+        return payload.user_id
+    for action in payload.actions:
+        named = action.arguments.get("user_id") if isinstance(action.arguments, dict) else None
+        if isinstance(named, str) and named != expected:
+            return named
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Round:
     """One earlier try of the same context: what the proposer sent and the feedback it got.
@@ -477,6 +490,16 @@ class LLMProposer:
         payload = parse_payload(text, lenient=self.lenient, tools=self.tools)
         if isinstance(payload, ProposalError):
             return payload
+        other = _other_user(payload, context.user_id)
+        if other is not None:
+            # Small models copy a few-shot example wholesale, customer included; the context's customer is
+            # the one whose records were sampled and shown.
+            return ProposalError(
+                "format",
+                f"the blueprint is about user {other!r}, not the sampled customer {context.user_id!r}: write it "
+                "for that customer and their records (the examples only show the form)",
+                text,
+            )
         raw = next((v for v, _, _ in reversed(scan_json(text or "")) if isinstance(v, dict) and "instruction" in v), {})
         thought = raw.get("thought") or raw.get("reasoning") if isinstance(raw, dict) else None
         reasoning = str(thought) if thought else (text[: text.rfind("{")].strip() if text else None)
