@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)))
     parser.add_argument("--processes", type=int, default=2, help="worker processes for the multi-process rows")
     parser.add_argument("--skip", default="", help="comma-separated kinds to skip: collect, processes, calls")
+    parser.add_argument(
+        "--waves", type=int, default=8, help="episodes per run = waves x C (more waves: less start-up per episode)"
+    )
     args = parser.parse_args(argv)
     transports = args.transports.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -229,13 +232,18 @@ def main(argv: list[str] | None = None) -> int:
                 if "calls" not in skip:
                     plan.append(("calls", 64, lambda t=transport: measure_calls(url, pid, t)))
                 if "collect" not in skip:
-                    plan += [("collect", c, lambda t=transport, c=c: measure_collect(url, pid, t, c)) for c in levels]
+                    plan += [
+                        ("collect", c, lambda t=transport, c=c: measure_collect(url, pid, t, c, waves=args.waves))
+                        for c in levels
+                    ]
                 if "processes" not in skip and args.processes > 1:
                     plan.append(
                         (
                             f"processes={args.processes}",
                             512,
-                            lambda t=transport: measure_collect(url, pid, t, 512, processes=args.processes),
+                            lambda t=transport: measure_collect(
+                                url, pid, t, 512, processes=args.processes, waves=args.waves
+                            ),
                         )
                     )
                 for kind, c, run in plan:
@@ -253,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{kind:<12} {transport:<9} {c:>4} {mid['per_s']:>8.1f} {mid['fraction'] * 100:>8.1f}% "
             f"{mid['client_cpu_us']:>10.1f} {mid['server_cpu_us']:>10.1f}  [{loads}]"
         )
-    print(f"(median of {args.rounds} rounds; load = 1-minute load average at the start of each round's run)")
+    print(
+        f"(median of {args.rounds} rounds, {args.waves} waves of C episodes per run; load = 1-minute load average "
+        "at the start of each round's run)"
+    )
     return 0
 
 
