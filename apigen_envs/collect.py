@@ -305,11 +305,15 @@ class Collector:
         # Episodes that finish in the same event-loop pass are written together, in one system call, at the
         # end of that pass; an episode counts (results, on_episode) only once its line is in the file.
         unwritten: list[tuple[Episode, bytes]] = []
+        callback_errors: list[Exception] = []
 
         def accept(episode: Episode) -> None:
             results.append(episode)
             if self.on_episode is not None:
-                self.on_episode(episode)
+                try:
+                    self.on_episode(episode)
+                except Exception as exc:  # noqa: BLE001 - raised from arun once the run is over
+                    callback_errors.append(exc)
 
         def flush() -> None:
             batch = unwritten[:]
@@ -352,6 +356,8 @@ class Collector:
             flush()  # what finished before an interrupt or an error is kept
             if writer is not None:
                 writer.close()
+        if callback_errors:
+            raise callback_errors[0]  # the caller's on_episode failed; every episode is in the file regardless
         return results
 
     def run(self, tasks: Sequence[Task] | None = None, out: str | Path | None = None) -> list[Episode]:

@@ -649,3 +649,14 @@ def test_truncated_tail_warning_is_a_warning_not_an_error(tmp_path):
         warnings.simplefilter("always")
         assert load_episodes([path]) == []
     assert [w.category for w in caught] == [TruncatedLineWarning]
+
+
+def test_a_failing_on_episode_callback_is_raised_after_every_episode_is_written(mock_domain, tmp_path):
+    def broken(episode):
+        raise RuntimeError("progress bar broke")
+
+    out = tmp_path / "eps.jsonl"
+    collector = Collector(mock_domain, OracleAgent(), trials=2, concurrency=4, on_episode=broken)
+    with pytest.raises(RuntimeError, match="progress bar broke"):
+        collector.run(out=out)
+    assert_clean_jsonl(out, 10)  # the callback's failure cost no episode
