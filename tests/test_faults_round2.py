@@ -183,6 +183,20 @@ def test_an_unwritable_episode_is_recorded_and_does_not_abort_the_others(mock_do
     assert len(again) == 0 and len(collector.failures) == 2
 
 
+class DiskFull:
+    """A file that writes part of what it is given, then fails as a full disk does."""
+
+    def __init__(self, real, keep: float) -> None:
+        self.real, self.keep = real, keep
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def write(self, data):
+        self.real.write(data[: int(len(data) * self.keep)])
+        raise OSError(28, "No space left on device")
+
+
 def test_a_failed_write_leaves_no_partial_line(mock_domain, tmp_path):
     episodes = Collector(mock_domain, OracleAgent(), trials=1).run()
     out = tmp_path / "eps.jsonl"
@@ -190,15 +204,7 @@ def test_a_failed_write_leaves_no_partial_line(mock_domain, tmp_path):
     writer.write(episodes[0])
     real = writer._fh
 
-    class DiskFull:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def write(self, data):
-            real.write(data[: len(data) // 2])
-            raise OSError(28, "No space left on device")
-
-    writer._fh = DiskFull()
+    writer._fh = DiskFull(real, keep=1 / 2)
     with pytest.raises(EpisodeWriteError, match="No space left"):
         writer.write(episodes[1])
     writer._fh = real
@@ -216,15 +222,7 @@ def test_write_lines_is_all_or_nothing(mock_domain, tmp_path):
     writer.write_lines([episode_line(episodes[0])], [episodes[0].episode_id])
     real = writer._fh
 
-    class DiskFull:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def write(self, data):
-            real.write(data[: len(data) // 3])
-            raise OSError(28, "No space left on device")
-
-    writer._fh = DiskFull()
+    writer._fh = DiskFull(real, keep=1 / 3)
     with pytest.raises(EpisodeWriteError, match="2 episodes was not written.*No space left"):
         writer.write_lines([episode_line(e) for e in episodes[1:3]], [e.episode_id for e in episodes[1:3]])
     writer._fh = real

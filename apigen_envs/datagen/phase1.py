@@ -689,6 +689,7 @@ class Phase1Pipeline:
 
 
 _SKIPPED = StageResult("committee", True, details={"skipped": True})
+"""The committee stage of a run without a committee: not passed, not failed, counted as skipped."""
 
 
 def _skipped(task: Task | None, results: list[StageResult], diff: tuple[dict[str, Any], ...]) -> Evaluation:
@@ -700,9 +701,6 @@ def _reviewed(task: Task, results: list[StageResult], diff: tuple[dict[str, Any]
     """The evaluation of a candidate the committee reviewed."""
     stage = StageResult("committee", verdict.accepted, verdict.reasons, {"score": verdict.score})
     return Evaluation(task, (*results, stage), verdict, diff)
-
-
-"""The committee stage of a run without a committee: not passed, not failed, counted as skipped."""
 
 
 def assign_splits(tasks: Sequence[Task], train_ratio: float, seed: int) -> list[Task]:

@@ -275,48 +275,50 @@ def _argument_schema(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def blueprint_schema(tools: ToolSet, reasoning_chars: int = 300, typed_arguments: bool = False) -> dict[str, Any]:
-    """The JSON schema of a blueprint, with each action's arguments typed by its tool's own schema.
+    """The JSON schema of a blueprint: known tool names, and optionally each action's arguments typed.
 
-    A server enforcing it can only emit known tool names with their required arguments, so a small model's
-    format errors become execution or policy errors that say something about the task.
+    A server enforcing it can only emit known tool names (with ``typed_arguments``, also their required
+    arguments), so a small model's format errors become execution or policy errors that say something about
+    the task.
 
     Args:
         tools: The domain's tools.
+        reasoning_chars: 0 leaves the leading ``thought`` field out; any other value keeps it (a length cap
+            is not put in the schema: llama.cpp's grammar unrolls ``maxLength`` and slows to a crawl).
         typed_arguments: Type each action's arguments by its tool's schema (an ``anyOf`` per tool). Off by
             default: with it, llama-cpp-python's grammar sampler took over 7 minutes for one reply on 2
             cores; tool names alone (an enum) ran at normal speed.
-        reasoning_chars: 0 leaves the leading ``thought`` field out; any other value keeps it (a length cap
-            is not put in the schema: llama.cpp's grammar unrolls ``maxLength`` and slows to a crawl).
 
     Returns:
         The schema.
 
     """
-    variants = []
-    for tool in tools:
-        if tool.name == "think":
-            continue
-        params = _argument_schema(tool.schema["function"].get("parameters", {"type": "object"}))
-        params = {"type": "object", **params, "additionalProperties": False}
-        params.setdefault("properties", {})
-        params.setdefault("required", [])
-        variants.append(
-            {
-                "type": "object",
-                "properties": {"name": {"const": tool.name}, "arguments": params},
-                "required": ["name", "arguments"],
-                "additionalProperties": False,
-            }
-        )
-    if not typed_arguments:
-        names = [t.name for t in tools if t.name != "think"]
-        variants = [
-            {
-                "type": "object",
-                "properties": {"name": {"type": "string", "enum": names}, "arguments": {"type": "object"}},
-                "required": ["name", "arguments"],
-            }
-        ]
+    offered = [tool for tool in tools if tool.name != "think"]
+    if typed_arguments:
+        variants = []
+        for tool in offered:
+            params = _argument_schema(tool.schema["function"].get("parameters", {"type": "object"}))
+            params = {"type": "object", **params, "additionalProperties": False}
+            params.setdefault("properties", {})
+            params.setdefault("required", [])
+            variants.append(
+                {
+                    "type": "object",
+                    "properties": {"name": {"const": tool.name}, "arguments": params},
+                    "required": ["name", "arguments"],
+                    "additionalProperties": False,
+                }
+            )
+        item: dict[str, Any] = variants[0] if len(variants) == 1 else {"anyOf": variants}
+    else:
+        item = {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "enum": [tool.name for tool in offered]},
+                "arguments": {"type": "object"},
+            },
+            "required": ["name", "arguments"],
+        }
     props: dict[str, Any] = {}
     required = []
     if reasoning_chars > 0:
@@ -327,12 +329,7 @@ def blueprint_schema(tools: ToolSet, reasoning_chars: int = 300, typed_arguments
         # No maxLength: llama.cpp's grammar unrolls it into that many nested optional characters, which
         # made one constrained reply take over 10 minutes on 2 cores. The prompt asks for brevity instead.
         "instruction": {"type": "string", "minLength": 20},
-        "actions": {
-            "type": "array",
-            "items": variants[0] if len(variants) == 1 else {"anyOf": variants},
-            "minItems": 1,
-            "maxItems": 8,
-        },
+        "actions": {"type": "array", "items": item, "minItems": 1, "maxItems": 8},
         "outputs": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
     }
     required += ["user_id", "instruction", "actions", "outputs"]
