@@ -33,6 +33,13 @@ AGENT_SCRIPT = (
 )
 
 
+def task_digest(task: Any) -> str:
+    """A short digest of a task's full definition: a saved line is only re-classified against the same task."""
+    import hashlib
+
+    return hashlib.sha256(task.model_dump_json().encode()).hexdigest()[:16]
+
+
 def measure(client: Any, episodes: int, *, temperature: float, seed: int, turns: int = 3) -> dict[str, Any]:
     """Play ``episodes`` short conversations and count openings and role confusion.
 
@@ -81,6 +88,7 @@ def measure(client: Any, episodes: int, *, temperature: float, seed: int, turns:
         rows.append(
             {
                 "task": task.id,
+                "task_digest": task_digest(task),
                 "opening": opening["line"],
                 "opening_source": opening["source"],
                 "opening_names_request": names_request(opening["line"], task),
@@ -116,6 +124,17 @@ def rescore(result: dict[str, Any]) -> dict[str, Any]:
 
     tasks = {t.id: t for name in ("retail", "airline") for t in load_domain(name).task_list(None)}
     rows = result["rows"]
+    # Task ids are reused when the embedded sets are regenerated; lines written for another task under the
+    # same id would be judged against the wrong request, so such a file is refused rather than rescored.
+    changed = [
+        r["task"] for r in rows if r["task"] not in tasks or r.get("task_digest") != task_digest(tasks[r["task"]])
+    ]
+    if changed:
+        raise ValueError(
+            f"{len(changed)} of {len(rows)} saved rows were written for other tasks than the current ones "
+            f"(ids reused after the task sets changed, or a file without task digests), e.g. {changed[:3]}; "
+            "measure again instead of rescoring"
+        )
     for row in rows:
         task = tasks[row["task"]]
         row["opening_names_request"] = names_request(row["opening"], task)
@@ -149,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rescore", default=None, help="classify a saved --out file again with the current rules")
     args = parser.parse_args(argv)
     if args.rescore:
-        result = rescore(json.loads(Path(args.rescore).read_text(encoding="utf-8")))
+        try:
+            result = rescore(json.loads(Path(args.rescore).read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"measure_customer: cannot rescore {args.rescore}: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
         return 0
 

@@ -211,6 +211,13 @@ def test_measure_script_counts_openings_and_confusion():
     assert result["opening_by_template"] == 4 and result["said_lines_classified_confused"] == 0
     assert result["raw_rejections_by_kind"]["agent_speak"] > 0
     assert module.rescore(result)["rescored"] is True
+    # Lines saved for another task under the same id (the sets were regenerated) are refused, not rescored.
+    result["rows"][1]["task_digest"] = "0" * 16
+    with pytest.raises(ValueError, match="other tasks"):
+        module.rescore(result)
+    del result["rows"][1]["task_digest"]
+    with pytest.raises(ValueError, match="other tasks"):
+        module.rescore(result)
 
 
 def test_a_bare_yes_to_an_identity_question_is_regenerated_then_replaced():
