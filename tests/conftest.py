@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,7 +12,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Validated tables are cached under the user's cache folder; the suite uses a folder of its own. Only the
 # tables: the local model stays in the user's cache, so the live tests find it once it was fetched.
-os.environ.setdefault("APIGEN_TABLE_CACHE_DIR", tempfile.mkdtemp(prefix="apigen-test-tables-"))
+# The folder is removed when the run ends (the suite left one behind in /tmp on every run).
+if "APIGEN_TABLE_CACHE_DIR" not in os.environ:
+    os.environ["APIGEN_TABLE_CACHE_DIR"] = tempfile.mkdtemp(prefix="apigen-test-tables-")
+    atexit.register(shutil.rmtree, os.environ["APIGEN_TABLE_CACHE_DIR"], ignore_errors=True)
 
 
 def peers_dir() -> Path:
