@@ -75,7 +75,9 @@ def measure(client: Any, episodes: int, *, temperature: float, seed: int, turns:
             lines.append(
                 {
                     "line": turn.content,
-                    "said_confusion": role_confusion(turn.content, agent_lines, customer_first_name(task)),
+                    "said_confusion": role_confusion(
+                        turn.content, agent_lines, customer_first_name(task), opening=turn_index == 0
+                    ),
                     "raw_rejected": meta.get("rejected", []),
                     "source": meta.get("opening") or ("fallback" if meta.get("fallback") else "model"),
                 }
@@ -138,8 +140,8 @@ def rescore(result: dict[str, Any]) -> dict[str, Any]:
     for row in rows:
         task = tasks[row["task"]]
         row["opening_names_request"] = names_request(row["opening"], task)
-        for ln in row["lines"]:
-            ln["said_confusion"] = role_confusion(ln["line"], (), customer_first_name(task))
+        for index, ln in enumerate(row["lines"]):
+            ln["said_confusion"] = role_confusion(ln["line"], (), customer_first_name(task), opening=index == 0)
     said = [ln for r in rows for ln in r["lines"]]
     result.update(
         opening_names_request=sum(r["opening_names_request"] for r in rows) / max(len(rows), 1),

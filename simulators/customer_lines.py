@@ -20,13 +20,13 @@ from typing import Literal
 
 from apigen_envs.task import Task
 
-Confusion = Literal["agent_speak", "asks_customer_details", "apologises_lacking_info", "echo"]
+Confusion = Literal["agent_speak", "meta_commentary", "asks_customer_details", "apologises_lacking_info", "echo"]
 """Why a customer line was classified as role confusion."""
 
 # Phrases only the agent's side says: offering help, acting on the account, verifying the caller.
 _AGENT_SPEAK = re.compile(
     r"\bhow (?:can|may|could) i (?:help|assist)\b|\bwhat can i do for you\b|\bis there anything else i can\b"
-    r"|\b(?:i'?d|i would|i'?ll|i will|i am|i'?m) (?:be )?(?:happy|glad) to (?:help|assist)\b"
+    r"|\b(?:i'?d|i would|i'?ll|i will|i am|i'?m) (?:be )?(?:happy|glad|excited|delighted) to (?:help|assist)\b"
     r"|\bi can (?:help|assist) you\b|\bthank you for (?:contacting|reaching out|your patience|choosing)\b"
     r"|\blet me (?:check|look|pull|verify|find|see if i can)\b(?! (?:up |into |at |in |on )?my\b)"
     r"|\bi have (?:cancelled|canceled|updated|processed|"
@@ -34,6 +34,13 @@ _AGENT_SPEAK = re.compile(
     r"exchange|return) has been (?:cancelled|canceled|updated|processed|modified|placed|changed|booked)\b"
     r"|\bto (?:verify|authenticate|confirm) your identity\b|\bas an ai\b|\bi am an ai\b|\bhello,? (?:dear )?customer\b"
     r"|\bdear customer\b|\bwelcome to\b|\b(?:i'?m|i am|so) sorry to hear\b|\bi understand (?:your|how)\b",
+    re.IGNORECASE,
+)
+
+# The model talking about the message instead of saying it ("Sure, here's the first message: ...").
+_META = re.compile(
+    r"\bhere(?:'s| is) (?:the |my |a |your )?(?:first |opening |next )?(?:customer'?s? )?(?:message|reply|response)\b"
+    r"|\b(?:first|opening) message to the agent\b|\bas (?:the|a) customer,? i\b",
     re.IGNORECASE,
 )
 
@@ -327,7 +334,14 @@ def greets_self(line: str, name: str | None) -> bool:
     return bool(re.match(pattern, line, re.IGNORECASE))
 
 
-def role_confusion(line: str, agent_lines: Iterable[str] = (), name: str | None = None) -> Confusion | None:
+# An opening that acknowledges someone ("Sure, I'd be happy to..."): nobody has spoken yet, so it answers
+# the prompt, not the agent.
+_ACKNOWLEDGES = re.compile(r"^\W*(?:sure|certainly|of course|absolutely|okay|ok|understood|got it)\b", re.IGNORECASE)
+
+
+def role_confusion(
+    line: str, agent_lines: Iterable[str] = (), name: str | None = None, *, opening: bool = False
+) -> Confusion | None:
     """Classify a customer line that speaks from the agent's side.
 
     Rules (regular expressions, case-insensitive; the first that matches wins):
@@ -337,6 +351,9 @@ def role_confusion(line: str, agent_lines: Iterable[str] = (), name: str | None 
       processed"), verifying the caller ("to verify your identity"), the agent's empathy ("I'm sorry to hear", "I
       understand your frustration"), speaking as an AI or a shop, or
       greeting the customer by their own ``name`` ("Hi there, Chloe.").
+    * ``meta_commentary``: talking about the message instead of saying it ("here's the first message",
+      "as the customer, I"), or, for an ``opening``, acknowledging someone ("Sure, ...", "Certainly.")
+      before anyone has spoken.
     * ``asks_customer_details``: asking the agent for the customer's own details ("could you provide
       your", "what is your email/order id/zip", "I need your").
     * ``apologises_lacking_info``: apologising for lacking information or access ("I'm sorry, but I
@@ -347,6 +364,7 @@ def role_confusion(line: str, agent_lines: Iterable[str] = (), name: str | None 
         line: The customer's line (markers removed).
         agent_lines: The agent's recent lines, for the echo rule.
         name: The customer's first name (:func:`customer_first_name`), for the self-greeting rule.
+        opening: Whether the line opens the conversation (nobody has spoken before it).
 
     Returns:
         The kind of confusion, or None for a line a customer could say.
@@ -356,6 +374,8 @@ def role_confusion(line: str, agent_lines: Iterable[str] = (), name: str | None 
         return None
     if _AGENT_SPEAK.search(line) or greets_self(line, name):
         return "agent_speak"
+    if _META.search(line) or (opening and _ACKNOWLEDGES.match(line)):
+        return "meta_commentary"
     if _ASKS_DETAILS.search(line):
         return "asks_customer_details"
     if _APOLOGISES.search(line):

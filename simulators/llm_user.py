@@ -271,9 +271,20 @@ def _reseed(seed: int | None, offset: int) -> int | None:
     return None if seed is None else seed + offset
 
 
+_PREAMBLE_RE = re.compile(
+    r"^\s*(?:(?:sure|certainly|of course|okay|ok|absolutely)\b[,.!]?\s*)?"
+    r"(?:here(?:'s| is) (?:the |my |a )?(?:first |opening )?(?:customer'?s? )?(?:message|reply|response)\b[^:\n]{0,40}:"
+    r"|(?:message|first message|customer message)\s*:)\s*",
+    re.IGNORECASE,
+)
+
+
 def _unquote(text: str) -> str:
-    """A line without the quotes or label a model may wrap it in (``"Hi, ..."``, ``Message: ...``)."""
-    text = re.sub(r"^\s*(?:message|first message|customer message)\s*:\s*", "", text.strip(), flags=re.IGNORECASE)
+    """A line without the quotes or label a model may wrap it in.
+
+    ``"Hi, ..."``, ``Message: ...`` and ``Sure, here's the first message: "..."`` all give the message itself.
+    """
+    text = _PREAMBLE_RE.sub("", text.strip(), count=1)
     if len(text) >= 2 and text[0] in "\"'“" and text[-1] in "\"'”":
         text = text[1:-1].strip()
     return text
@@ -532,7 +543,7 @@ class LLMUser:
             completion = yield LLMRequest(messages, seed=_reseed(seed, 100 * attempt), temperature=self.temperature)
             usage = usage + completion.usage
             content, stop = split_markers(_unquote(completion.message.content or ""))
-            confusion = role_confusion(content, name=customer_first_name(task)) if content else "empty"
+            confusion = role_confusion(content, name=customer_first_name(task), opening=True) if content else "empty"
             if confusion is None and stop is None and names_request(content, task):
                 return UserTurn(content=content, usage=usage, meta={"opening": "model", "rejected": rejected})
             rejected.append({"line": content, "why": confusion or ("stop" if stop else "request_not_named")})

@@ -40,6 +40,8 @@ TASK = Task(
         ("Could you please provide your order id?", "asks_customer_details"),
         ("What is your email address?", "asks_customer_details"),
         ("I don't have access to your account.", "apologises_lacking_info"),
+        ("Sure, here's the first message: I want to cancel order #W1.", "meta_commentary"),
+        ("As the customer, I would say that I want a refund.", "meta_commentary"),
         # Customer speech, including admitting a missing detail, is fine.
         ("Sorry, I don't have my order number at hand.", None),
         ("Let me check my email.", None),
@@ -51,6 +53,14 @@ TASK = Task(
 )
 def test_role_confusion_classifier(line, kind):
     assert role_confusion(line) == kind
+
+
+def test_an_opening_that_acknowledges_someone_is_meta_commentary():
+    assert role_confusion("Sure, I'd like to exchange the keyboard.", opening=True) == "meta_commentary"
+    assert role_confusion("Certainly. I need to book a trip to Miami.", opening=True) == "meta_commentary"
+    # Later in the conversation "Sure" answers the agent, which is fine.
+    assert role_confusion("Sure, I'd like to exchange the keyboard.") is None
+    assert role_confusion("I'm excited to help you with your upgrade.") == "agent_speak"
 
 
 def test_greeting_oneself_by_name_is_agent_speak():
@@ -104,6 +114,20 @@ def test_opening_uses_focused_prompt_and_keeps_a_good_line():
     assert "first message" in system["content"] and "not the agent" in system["content"]
     assert "I want to cancel order #W1" in user["content"]  # the request, in the first person
     assert llm.requests[0].seed == 3 and llm.requests[0].temperature == 0.7
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "Sure, here's the first message:\n\n\"Hi! I want to cancel my order W1, I don't need it anymore.\"",
+        "Here is my message to the agent: Hi! I want to cancel my order W1, I don't need it anymore.",
+        "Message: Hi! I want to cancel my order W1, I don't need it anymore.",
+    ],
+)
+def test_opening_drops_a_preamble_about_the_message(raw):
+    turn = LLMUser(ScriptedLLM([raw])).respond(TASK, [])
+    assert turn.content == "Hi! I want to cancel my order W1, I don't need it anymore."
+    assert turn.meta == {"opening": "model", "rejected": []}
 
 
 def test_opening_regenerates_then_falls_back_to_template():
