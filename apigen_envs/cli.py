@@ -363,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="tool_calling: a short system note on identifying the customer until the first tool call; auto: on "
         "for the local model only",
     )
+    p.add_argument(
+        "--ground-check",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="tool_calling: ask the model again (up to twice) when a tool call uses an id, email, name or zip "
+        "that neither the customer nor a tool wrote; auto: on for the local model only",
+    )
     p.add_argument("--user", choices=USERS, default="llm", help="customer simulator")
     p.add_argument("--model", default=os.environ.get("APIGEN_MODEL", "local"), help="agent model ($APIGEN_MODEL)")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")

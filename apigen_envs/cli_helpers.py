@@ -154,12 +154,18 @@ def build_agent(args: argparse.Namespace, base_url: str | None, model: str) -> t
     )
     client = OpenAIClient(config)
     if args.agent == "tool_calling":
-        from apigen_envs.baselines.tool_calling import ID_REMINDER, ToolCallingAgent
+        from apigen_envs.baselines.tool_calling import GROUND_CHECK_RETRIES, ID_REMINDER, ToolCallingAgent
 
         local = is_local_model(base_url, model)
         constrain = _switch(getattr(args, "constrain", "off"), local)
         reminder = _switch(getattr(args, "id_reminder", "off"), local)
-        agent: Any = ToolCallingAgent(client, constrain=constrain, id_reminder=ID_REMINDER if reminder else None)
+        grounded = _switch(getattr(args, "ground_check", "off"), local)
+        agent: Any = ToolCallingAgent(
+            client,
+            constrain=constrain,
+            id_reminder=ID_REMINDER if reminder else None,
+            ground_check=GROUND_CHECK_RETRIES if grounded else 0,
+        )
     elif args.agent == "react":
         from apigen_envs.baselines.react import ReActAgent
 
@@ -191,11 +197,13 @@ def _switch(value: str, local: bool) -> bool:
 
 def _agent_options(agent: Any) -> dict[str, Any]:
     """Agent options that change its episodes (recorded in the run settings, so part of the resume key)."""
+    from apigen_envs.collect import AGENT_OPTIONS
+
     options = {}
-    for name in ("constrain", "id_reminder"):
+    for name in AGENT_OPTIONS:
         if hasattr(agent, name):
             value = getattr(agent, name)
-            options[name] = bool(value)
+            options[name] = bool(value)  # on/off (the Episode format's agent_options); counts are in public()
     return options
 
 

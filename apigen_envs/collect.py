@@ -100,7 +100,7 @@ def data_fingerprint(domain: Domain) -> str:
     return digest.hexdigest()
 
 
-AGENT_OPTIONS = ("constrain", "id_reminder")
+AGENT_OPTIONS = ("constrain", "id_reminder", "ground_check")
 """Agent switches recorded in ``agent_config`` that change episodes, so they are part of the resume key."""
 
 

@@ -49,7 +49,8 @@ class RunSettings(BaseModel):
         agent: Agent name.
         model: The agent's model, when it has one.
         temperature: The agent's sampling temperature, when recorded.
-        agent_options: Agent switches that change its episodes (``constrain``, ``id_reminder``), when set.
+        agent_options: Agent switches that change its episodes (``constrain``, ``id_reminder``,
+            ``ground_check``), when set.
         user: User simulator name.
         user_model: The user simulator's model, when it has one.
         user_temperature: The user simulator's temperature, when recorded.

@@ -15,16 +15,22 @@ Two options help small models further:
   local llama.cpp server does); the free-text path stays the default elsewhere.
 * ``id_reminder`` adds a short system note on the identification step until the agent's first tool call
   (small models otherwise act on orders before finding the customer's user id).
+* ``ground_check=N`` regenerates, up to N times, a reply whose tool call carries an identifier (an
+  ``*_id``, ``*_ids``, email, zip or name argument) that nobody wrote: neither the customer nor a tool
+  result (:func:`ungrounded_arguments`). A 1.5B model otherwise opens with
+  ``find_user_id_by_email("jane.doe1234@example.com")``. The agent only re-asks its own model; the
+  environment is unchanged and still executes whatever call the agent finally sends.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from apigen_envs.llm import LLMClient, LLMRequest, Plan, arun_plan, run_plan
-from apigen_envs.messages import AssistantMessage, Message, ToolMessage
+from apigen_envs.messages import AssistantMessage, Message, ToolMessage, UserMessage
 from apigen_envs.protocols import AgentContext
 
 RESPOND = "respond"
@@ -37,6 +43,58 @@ ID_REMINDER = (
     "name, zip code or id: use only what the customer wrote; if they have not given it, ask them."
 )
 """System note shown until the agent's first tool call (``id_reminder``)."""
+
+_IDENTIFIER_ARGUMENT = re.compile(r"(?:^|_)(?:ids?|email|zip|first_name|last_name)$")
+
+
+def ungrounded_arguments(message: AssistantMessage, conversation: Sequence[Message]) -> list[tuple[str, str, str]]:
+    """Identifier arguments of a reply's tool calls whose value nobody wrote in the conversation.
+
+    An argument counts as an identifier when its name ends in ``id``, ``ids``, ``email`` or ``zip`` or is
+    ``first_name`` / ``last_name``; its value (each item of a list) must appear, case-insensitively and
+    without a leading ``#``, in a customer message or a tool result. Free text (``summary``, ``reason``,
+    ``expression``, addresses) is not checked.
+
+    Args:
+        message: The agent's reply.
+        conversation: The conversation before it.
+
+    Returns:
+        ``(tool, argument, value)`` for each value not found; empty when all are grounded.
+
+    """
+    if not message.tool_calls:
+        return []
+    seen = "\n".join(m.content.lower() for m in conversation if isinstance(m, UserMessage | ToolMessage) and m.content)
+    missing = []
+    for call in message.tool_calls:
+        if not isinstance(call.arguments, dict):
+            continue
+        for name, value in call.arguments.items():
+            if not _IDENTIFIER_ARGUMENT.search(name):
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, bool) or not isinstance(item, str | int):
+                    continue
+                text = str(item).strip().lower().lstrip("#")
+                if text and text not in seen:
+                    missing.append((call.name, name, str(item)))
+    return missing
+
+
+GROUND_CHECK_RETRIES = 2
+"""Regenerations the command line's ``--ground-check`` allows."""
+
+
+def ungrounded_note(missing: Sequence[tuple[str, str, str]]) -> str:
+    """The system note that asks the model again after :func:`ungrounded_arguments` found values."""
+    listed = "; ".join(f"{tool}({argument}={value!r})" for tool, argument, value in missing)
+    return (
+        f"Your reply called {listed}, but nobody in this conversation wrote that value: not the customer, not a "
+        "tool result. Never guess an id, email, name or zip code. Ask the customer for it, or use a value a tool "
+        "returned."
+    )
+
 
 CONSTRAINED_FORMAT = (
     "# How to reply\n\nReply with exactly one JSON object. To call a tool: "
@@ -181,6 +239,8 @@ class ToolCallingAgent:
         constrain: Send the tools' JSON schemas as ``response_format`` (servers that enforce it only).
         id_reminder: System note on the identification step, shown until the first tool call; None
             disables it.
+        ground_check: Regenerations of a reply whose tool call uses an identifier nobody wrote
+            (:func:`ungrounded_arguments`); 0 disables the check. The last reply is sent either way.
 
     """
 
@@ -194,7 +254,10 @@ class ToolCallingAgent:
         empty_reply: str = EMPTY_REPLY,
         constrain: bool = False,
         id_reminder: str | None = None,
+        ground_check: int = 0,
     ) -> None:
+        if ground_check < 0:
+            raise ValueError("ground_check must be >= 0")
         self.client = client
         self.name = name
         self.temperature = temperature
@@ -202,6 +265,7 @@ class ToolCallingAgent:
         self.empty_reply = empty_reply
         self.constrain = constrain
         self.id_reminder = id_reminder
+        self.ground_check = ground_check
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, client={self.client!r})"
@@ -216,6 +280,7 @@ class ToolCallingAgent:
             "nudge": self.nudge is not None,
             "constrain": self.constrain,
             "id_reminder": self.id_reminder is not None,
+            "ground_check": self.ground_check,
             "llm": config.public() if hasattr(config, "public") else type(self.client).__name__,
         }
 
@@ -249,18 +314,27 @@ class ToolCallingAgent:
     def plan(self, conversation: Sequence[Message], context: AgentContext) -> Plan[AssistantMessage]:
         """The turn as a plan of LLM requests (drive it with :func:`~apigen_envs.llm.run_plan`)."""
         tools = list(context.tools)
-        completion = yield LLMRequest(
-            self.build_messages(conversation, context),
-            tools=tools or None,
-            seed=context.seed,
-            temperature=resolve_temperature(self.temperature, context),
-            response_format=response_format_for(tools) if self.constrain and tools else None,
-        )
-        message = completion.message
-        if self.constrain:
-            message = unwrap_respond(message)
-        if message.usage is None:
-            message = message.model_copy(update={"usage": completion.usage})
+        messages = self.build_messages(conversation, context)
+        usage = None
+        for attempt in range(self.ground_check + 1):
+            completion = yield LLMRequest(
+                messages,
+                tools=tools or None,
+                # Another seed per attempt: the same seed would sample the same call again.
+                seed=None if context.seed is None else context.seed + 1000 * attempt,
+                temperature=resolve_temperature(self.temperature, context),
+                response_format=response_format_for(tools) if self.constrain and tools else None,
+            )
+            usage = completion.usage if usage is None else usage + completion.usage
+            message = completion.message
+            if self.constrain:
+                message = unwrap_respond(message)
+            missing = ungrounded_arguments(message, conversation) if attempt < self.ground_check else []
+            if not missing:
+                break
+            messages = [*messages, {"role": "system", "content": ungrounded_note(missing)}]
+        if message.usage is None or attempt:
+            message = message.model_copy(update={"usage": usage})
         if message.is_empty:
             return AssistantMessage(content=self.empty_reply, usage=message.usage)
         return ensure_unique_call_ids(message, conversation)
