@@ -314,15 +314,27 @@ def is_echo(line: str, agent_lines: Iterable[str]) -> bool:
     return False
 
 
-_NAME_RE = re.compile(r"\b(?i:you are|my name is|i am|i'm)\s+([A-Z][a-z]+)")
+# The persona and known-info phrasings of the embedded sets: "You are Chloe Nelson", "Calling: Ava Young,",
+# "Name: Aarav Okafor;", "..., named Amelia Mitchell", "called Aarav Martinez", "name Oscar Lewis", and a
+# persona that starts with the name ("Nora Wilson, a graduate student"). A first and a last name are both
+# required, so "You are Calm" or "Name: a pharmacist" give nothing.
+_NAME_RES = (
+    re.compile(
+        r"\b(?i:you are|you're|my name is|your name is|i am|i'm|named|called|calling:|name:?)\s+"
+        r"([A-Z][a-z]+)\s+[A-Z][a-z]+"
+    ),
+    re.compile(r"^\s*([A-Z][a-z]+)\s+[A-Z][a-z]+\s*[,;(]"),
+)
+_NOT_NAMES = frozenset({"I", "A", "The", "In", "Calm", "Polite", "You", "Your", "Role", "Calling", "Name"})
 
 
 def customer_first_name(task: Task) -> str | None:
     """The customer's first name from the scenario ("You are Chloe Nelson." -> ``"Chloe"``), if stated."""
     for text in (task.scenario.persona, task.scenario.known_info, task.scenario.instruction):
-        match = _NAME_RE.search(text or "")
-        if match and match.group(1) not in {"I", "A", "The", "In", "Calm", "Polite"}:
-            return match.group(1)
+        for pattern in _NAME_RES:
+            match = pattern.search(text or "")
+            if match and match.group(1) not in _NOT_NAMES:
+                return match.group(1)
     return None
 
 

@@ -259,3 +259,23 @@ def test_a_bare_yes_to_an_identity_question_is_regenerated_then_replaced():
     assert LLMUser(ScriptedLLM(["I don't remember my email."])).respond(TASK, asked).content.startswith("I don't")
     confirm = [*asked[:1], AssistantMessage(content="I found your account. Shall I cancel order #W1 (yes/no)?")]
     assert LLMUser(ScriptedLLM(["Yes."])).respond(TASK, confirm).content == "Yes."
+
+
+def test_customer_first_name_is_found_for_every_embedded_task():
+    from apigen_envs.simulators.customer_lines import customer_first_name
+
+    for domain in ("retail", "airline"):
+        for task in load_domain(domain).task_list(None):
+            name = customer_first_name(task)
+            assert name, (task.id, task.scenario.persona)
+            user_ids = [
+                a.arguments["user_id"]
+                for a in task.actions
+                if isinstance(a.arguments, dict) and isinstance(a.arguments.get("user_id"), str)
+            ]
+            # The gold calls' user ids start with the customer's first name (sara_doe_1 for Sara Doe).
+            assert all(uid.startswith(name.lower()) for uid in user_ids), (task.id, name, user_ids)
+    persona = Task(id="p", domain="retail", scenario=UserScenario(instruction="x", persona="Nora Wilson, a nurse."))
+    assert customer_first_name(persona) == "Nora"
+    vague = Task(id="v", domain="retail", scenario=UserScenario(instruction="You are Calm and polite."))
+    assert customer_first_name(vague) is None
