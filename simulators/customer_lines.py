@@ -339,11 +339,20 @@ def customer_first_name(task: Task) -> str | None:
 
 
 def greets_self(line: str, name: str | None) -> bool:
-    """Whether the line greets the customer by their own name ("Hi there, Chloe."): the agent's greeting."""
+    """Whether the line addresses the customer by their own name: the agent's voice.
+
+    A greeting at the start of a sentence or line ("Hi there, Chloe.", a letter's "Dear Chloe Nelson,")
+    or the name as a form of address closing a clause ("I'm sorry, Chloe Nelson."). A customer introducing
+    themselves ("I'm Chloe Nelson", "This is Chloe.") does not match.
+    """
     if not name:
         return False
-    pattern = rf"^\W*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b(?: there)?,?\s+{re.escape(name)}\b"
-    return bool(re.match(pattern, line, re.IGNORECASE))
+    who = rf"{re.escape(name)}(?:\s+[A-Z][a-z]+)?"
+    greeting = (
+        rf"(?:^|[\n.!?]\s*)\W*(?i:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b(?i: there)?,?\s+{who}\b"
+    )
+    vocative = rf",\s+{who}\s*(?:[.!?,]|$)"
+    return bool(re.search(greeting, line) or re.search(vocative, line))
 
 
 # An opening that acknowledges someone ("Sure, I'd be happy to..."): nobody has spoken yet, so it answers

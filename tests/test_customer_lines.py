@@ -68,6 +68,17 @@ def test_greeting_oneself_by_name_is_agent_speak():
 
     assert customer_first_name(TASK) == "Wei"
     assert role_confusion("Hi there, Wei. I'm looking to return my laptop.", name="Wei") == "agent_speak"
+    # Seen in the 40-episode measure: a letter to oneself, and the name as a form of address.
+    letter = "Subject: Book a flight to Denver\n\nDear Wei Ivanov,\n\nI hope this finds you well."
+    assert role_confusion(letter, name="Wei") == "agent_speak"
+    assert role_confusion("I'm sorry, Wei Ivanov. I need the t-shirt in red.", name="Wei") == "agent_speak"
+    # Introducing oneself is the customer's voice.
+    for line in (
+        "I'm Wei Ivanov, and I want to cancel order #W1.",
+        "This is Wei. Cancel #W1, please.",
+        "Hi, Wei here.",
+    ):
+        assert role_confusion(line, name="Wei") is None, line
     assert role_confusion("Hi, I'm Wei and I want to cancel an order.", name="Wei") is None
 
 
