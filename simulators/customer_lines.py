@@ -348,9 +348,8 @@ def greets_self(line: str, name: str | None) -> bool:
     if not name:
         return False
     who = rf"{re.escape(name)}(?:\s+[A-Z][a-z]+)?"
-    greeting = (
-        rf"(?:^|[\n.!?]\s*)\W*(?i:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b(?i: there)?,?\s+{who}\b"
-    )
+    hello = r"(?i:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b(?i: there)?"
+    greeting = rf"(?:^|[\n.!?]\s*)\W*{hello},?\s+{who}\b(?!\s+(?:here|speaking)\b)"
     vocative = rf",\s+{who}\s*(?:[.!?,]|$)"
     return bool(re.search(greeting, line) or re.search(vocative, line))
 
