@@ -350,8 +350,14 @@ def greets_self(line: str, name: str | None) -> bool:
     who = rf"{re.escape(name)}(?:\s+[A-Z][a-z]+)?"
     hello = r"(?i:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b(?i: there)?"
     greeting = rf"(?:^|[\n.!?]\s*)\W*{hello},?\s+{who}\b(?!\s+(?:here|speaking)\b)"
-    vocative = rf",\s+{who}\s*(?:[.!?,]|$)"
-    return bool(re.search(greeting, line) or re.search(vocative, line))
+    if re.search(greeting, line):
+        return True
+    # After "Sure," / "Yes," the name answers the agent's question ("Sure, Chloe Nelson, chloe@x.com").
+    vocatives = re.finditer(rf"([\w']+)?\s*,\s+{who}\s*(?:[.!?,]|$)", line)
+    return any((m.group(1) or "").lower() not in _ANSWER_WORDS for m in vocatives)
+
+
+_ANSWER_WORDS = frozenset({"sure", "yes", "yeah", "okay", "ok", "certainly", "course", "is", "am", "it's", "i'm"})
 
 
 # An opening that acknowledges someone ("Sure, I'd be happy to..."): nobody has spoken yet, so it answers

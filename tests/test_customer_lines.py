@@ -76,6 +76,9 @@ def test_greeting_oneself_by_name_is_agent_speak():
     for line in (
         "I'm Wei Ivanov, and I want to cancel order #W1.",
         "This is Wei. Cancel #W1, please.",
+        "Sure, Wei Ivanov, wei@example.com.",
+        "Yes, Wei Ivanov. My email is wei@example.com.",
+        "My name is, Wei Ivanov.",
         "Hi, Wei here.",
     ):
         assert role_confusion(line, name="Wei") is None, line
