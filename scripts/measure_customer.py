@@ -57,7 +57,12 @@ def measure(client: Any, episodes: int, *, temperature: float, seed: int, turns:
     script = AGENT_SCRIPT[:turns]
     from apigen_envs.messages import AssistantMessage, UserMessage
     from apigen_envs.registry import load_domain
-    from apigen_envs.simulators.customer_lines import customer_first_name, names_request, role_confusion
+    from apigen_envs.simulators.customer_lines import (
+        customer_first_name,
+        invented_details,
+        names_request,
+        role_confusion,
+    )
     from apigen_envs.simulators.llm_user import LLMUser
 
     user = LLMUser(client, temperature=temperature)
@@ -78,6 +83,7 @@ def measure(client: Any, episodes: int, *, temperature: float, seed: int, turns:
                     "said_confusion": role_confusion(
                         turn.content, agent_lines, customer_first_name(task), opening=turn_index == 0
                     ),
+                    "said_invented": invented_details(turn.content, task, [m.content for m in conversation]),
                     "raw_rejected": meta.get("rejected", []),
                     "source": meta.get("opening") or ("fallback" if meta.get("fallback") else "model"),
                 }
@@ -112,6 +118,7 @@ def measure(client: Any, episodes: int, *, temperature: float, seed: int, turns:
         "customer_lines_said": len(said),
         "said_lines_classified_confused": sum(ln["said_confusion"] is not None for ln in said),
         "episodes_with_confused_line": sum(any(ln["said_confusion"] for ln in r["lines"]) for r in rows),
+        "said_lines_inventing_details": sum(bool(ln["said_invented"]) for ln in said),
         "later_lines_from_fallback": sum(ln["source"] == "fallback" for ln in said),
         "raw_samples_rejected": len(raw),
         "raw_rejections_by_kind": dict(Counter(rej["why"] for rej in raw)),
@@ -122,7 +129,12 @@ def measure(client: Any, episodes: int, *, temperature: float, seed: int, turns:
 def rescore(result: dict[str, Any]) -> dict[str, Any]:
     """Classify the saved lines of a result again with the current rules (after a rule was added)."""
     from apigen_envs.registry import load_domain
-    from apigen_envs.simulators.customer_lines import customer_first_name, names_request, role_confusion
+    from apigen_envs.simulators.customer_lines import (
+        customer_first_name,
+        invented_details,
+        names_request,
+        role_confusion,
+    )
 
     tasks = {t.id: t for name in ("retail", "airline") for t in load_domain(name).task_list(None)}
     rows = result["rows"]
@@ -140,13 +152,17 @@ def rescore(result: dict[str, Any]) -> dict[str, Any]:
     for row in rows:
         task = tasks[row["task"]]
         row["opening_names_request"] = names_request(row["opening"], task)
+        heard = [ln["line"] for ln in row["lines"]]
         for index, ln in enumerate(row["lines"]):
             ln["said_confusion"] = role_confusion(ln["line"], (), customer_first_name(task), opening=index == 0)
+            # What was heard before this line: earlier customer lines and the script's agent lines.
+            ln["said_invented"] = invented_details(ln["line"], task, [*heard[:index], *AGENT_SCRIPT[:index]])
     said = [ln for r in rows for ln in r["lines"]]
     result.update(
         opening_names_request=sum(r["opening_names_request"] for r in rows) / max(len(rows), 1),
         said_lines_classified_confused=sum(ln["said_confusion"] is not None for ln in said),
         episodes_with_confused_line=sum(any(ln["said_confusion"] for ln in r["lines"]) for r in rows),
+        said_lines_inventing_details=sum(bool(ln["said_invented"]) for ln in said),
         rescored=True,
     )
     return result

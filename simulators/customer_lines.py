@@ -33,7 +33,8 @@ _AGENT_SPEAK = re.compile(
     r"modified|changed|exchanged|returned|booked|issued)\b|\b(?:your|the) (?:order|reservation|request|refund|"
     r"exchange|return) has been (?:cancelled|canceled|updated|processed|modified|placed|changed|booked)\b"
     r"|\bto (?:verify|authenticate|confirm) your identity\b|\bas an ai\b|\bi am an ai\b|\bhello,? (?:dear )?customer\b"
-    r"|\bdear customer\b|\bwelcome to\b|\b(?:i'?m|i am|so) sorry to hear\b|\bi understand (?:your|how)\b",
+    r"|\bdear customer\b|\bwelcome to\b|\b(?:i'?m|i am|so) sorry to hear\b|\bi understand (?:your|how)\b"
+    r"|\byour (?:e-?mail|email address|zip(?: code)?|user id|full name) is\b",
     re.IGNORECASE,
 )
 
@@ -363,6 +364,37 @@ _ANSWER_WORDS = frozenset({"sure", "yes", "yeah", "okay", "ok", "certainly", "co
 # An opening that acknowledges someone ("Sure, I'd be happy to..."): nobody has spoken yet, so it answers
 # the prompt, not the agent.
 _ACKNOWLEDGES = re.compile(r"^\W*(?:sure|certainly|of course|absolutely|okay|ok|understood|got it)\b", re.IGNORECASE)
+
+
+# Identifiers a customer might make up: emails, order ids (#W0000000), user ids (jane_doe_1234), reservation
+# codes and flight numbers (six capitals and digits, at least one digit), zip codes (five digits).
+_IDENTIFIER_RE = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|#?\b[A-Z]{1,2}\d{5,}\b|\b[a-z]+_[a-z]+_\d+\b"
+    r"|\b(?=[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z])[A-Z0-9]{6}\b|(?<![\d$.,])\b\d{5}\b(?![.,]?\d)"
+)
+
+
+def invented_details(line: str, task: Task, heard: Iterable[str] = ()) -> list[str]:
+    """Identifiers in a customer line that neither the scenario nor the conversation contains.
+
+    A customer that gives an email, zip code, user id, order id or reservation code its situation does not
+    state invents it (small models do: asked for an email they do not know, they write
+    ``mei.kovacs@example.com``). Matching ignores case and a leading ``#``.
+
+    Args:
+        line: The customer's line.
+        task: The task (every field of its scenario counts as known).
+        heard: Other text the customer knows: the conversation's lines.
+
+    Returns:
+        The invented identifiers, in order; empty when there are none.
+
+    """
+    found = _IDENTIFIER_RE.findall(line)
+    if not found:
+        return []
+    known = " ".join([task.scenario.model_dump_json(), *heard]).lower()
+    return [item for item in found if item.lower().lstrip("#") not in known]
 
 
 def role_confusion(

@@ -45,6 +45,7 @@ from apigen_envs.protocols import StopReason, UserTurn
 from apigen_envs.simulators.customer_lines import (
     customer_first_name,
     first_person,
+    invented_details,
     names_request,
     request_text,
     role_confusion,
@@ -106,6 +107,15 @@ ROLE_REMINDER = (
     "customer, in the first person, using only what your situation says."
 )
 """System note added when a customer line was rejected as role confusion and is regenerated."""
+
+
+def detail_reminder(invented: Sequence[str]) -> str:
+    """System note for a line rejected because it made up identifiers (:func:`invented_details`)."""
+    return (
+        f"Reminder: you wrote {', '.join(invented)}, which your situation does not contain. Never make up an "
+        "email, zip code, id or code: give only the details your situation states, or say you do not know them."
+    )
+
 
 OPENING_PROMPT = (
     "You are a customer starting a chat with a support agent. Write your first message to the agent: one or "
@@ -461,17 +471,25 @@ class LLMUser:
         flipped = flip_roles(conversation, self.greeting)
         messages = [{"role": "system", "content": self.system_prompt(task)}, *flipped]
         agent_lines = [m.content for m in conversation if isinstance(m, AssistantMessage) and m.content][-2:]
+        # What the customer has heard or said (not tool results: only the agent sees those).
+        heard = [m.content for m in conversation if isinstance(m, UserMessage | AssistantMessage) and m.content]
         rejected: list[dict[str, Any]] = []
         content, stop = "", None
+        reminder = ROLE_REMINDER
         for attempt in range(self.max_regenerations + 1):
-            # A regeneration gets a new seed and the role reminder; the first sample uses the episode seed.
-            request = messages if attempt == 0 else [*messages, {"role": "system", "content": ROLE_REMINDER}]
+            # A regeneration gets a new seed and a reminder; the first sample uses the episode seed.
+            request = messages if attempt == 0 else [*messages, {"role": "system", "content": reminder}]
             line, spent = yield from self._sample(task, request, flipped, _reseed(seed, 100 * attempt))
             usage = usage + spent
             content, stop = split_markers(line)
             confusion = role_confusion(content, agent_lines, customer_first_name(task))
             if confusion is None and stop is None and _withholds_identity(task, conversation, content):
                 confusion = "no_identity_given"
+            invented = invented_details(content, task, heard) if confusion is None else []
+            if invented:
+                confusion, reminder = "invents_detail", detail_reminder(invented)
+            else:
+                reminder = ROLE_REMINDER
             if confusion is None:
                 break
             rejected.append({"line": content, "why": confusion})
@@ -544,6 +562,8 @@ class LLMUser:
             usage = usage + completion.usage
             content, stop = split_markers(_unquote(completion.message.content or ""))
             confusion = role_confusion(content, name=customer_first_name(task), opening=True) if content else "empty"
+            if confusion is None and invented_details(content, task):
+                confusion = "invents_detail"
             if confusion is None and stop is None and names_request(content, task):
                 return UserTurn(content=content, usage=usage, meta={"opening": "model", "rejected": rejected})
             rejected.append({"line": content, "why": confusion or ("stop" if stop else "request_not_named")})

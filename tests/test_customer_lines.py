@@ -293,3 +293,45 @@ def test_customer_first_name_is_found_for_every_embedded_task():
     assert customer_first_name(persona) == "Nora"
     vague = Task(id="v", domain="retail", scenario=UserScenario(instruction="You are Calm and polite."))
     assert customer_first_name(vague) is None
+
+
+def test_invented_details_are_identifiers_the_customer_was_never_given():
+    from apigen_envs.simulators.customer_lines import invented_details
+
+    # TASK knows wei@example.com and order #W1 (too short to be an order id pattern).
+    assert invented_details("My email is wei@example.com.", TASK) == []
+    assert invented_details("My email is wei.ivanov@gmail.com and my zip is 90210.", TASK) == [
+        "wei.ivanov@gmail.com",
+        "90210",
+    ]
+    # Heard in the conversation (the agent said it) counts as known; case and '#' do not matter.
+    assert invented_details("Yes, order #W1234567.", TASK, ["Is it order w1234567?"]) == []
+    assert invented_details("It's reservation 8QLYJZ, user wei_ivanov_42.", TASK) == ["8QLYJZ", "wei_ivanov_42"]
+    # Prices, years, plain words in capitals are not identifiers.
+    assert invented_details("It cost $12345.00 in 2024, PLEASE refund it.", TASK) == []
+
+
+def test_a_customer_line_that_invents_a_detail_is_regenerated_then_replaced_by_the_known_info():
+    asked = [
+        UserMessage(content="Hi, I want to cancel order #W1."),
+        AssistantMessage(content="Can you please provide your email address, so I can find your user id?"),
+    ]
+    made_up = "My email address is wei.ivanov@gmail.com, I think."
+    llm = ScriptedLLM([made_up, "Sure, it's wei@example.com."])
+    turn = LLMUser(llm).respond(TASK, asked)
+    assert turn.content == "Sure, it's wei@example.com."
+    assert turn.meta["rejected"] == [{"line": made_up, "why": "invents_detail"}]
+    # The regeneration names the made-up value.
+    assert "wei.ivanov@gmail.com" in llm.requests[1].messages[-1]["content"]
+    turn = LLMUser(ScriptedLLM(["It's 4630@me.com."], cycle=True)).respond(TASK, asked)
+    assert turn.content == "My name is Wei Ivanov and my email is wei@example.com."
+    # An opening that makes up an order id is not kept either.
+    llm = ScriptedLLM(["I want to cancel order #W7654321.", "I want to cancel order #W1, I no longer need it."])
+    turn = LLMUser(llm).respond(TASK, [])
+    assert turn.content == "I want to cancel order #W1, I no longer need it."
+    assert turn.meta["rejected"][0]["why"] == "invents_detail"
+
+
+def test_telling_the_customer_their_own_details_is_agent_speak():
+    assert role_confusion("Your email is jane@example.com.") == "agent_speak"
+    assert role_confusion("My email is jane@example.com.") is None
