@@ -6,7 +6,7 @@ further guards keep episodes going with weak models: after a tool result the mod
 the customer in plain language (otherwise it tends to repeat calls), and an empty reply becomes a short
 request to repeat rather than an invalid action.
 
-Two options help small models further:
+Three options help small models further:
 
 * ``constrain=True`` sends the tools' JSON schemas as a ``response_format`` (``json_object`` with a
   ``schema``, which llama.cpp compiles into a grammar): every reply is then one JSON object, either a
