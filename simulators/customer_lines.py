@@ -34,7 +34,7 @@ _AGENT_SPEAK = re.compile(
     r"exchange|return) has been (?:cancelled|canceled|updated|processed|modified|placed|changed|booked)\b"
     r"|\bto (?:verify|authenticate|confirm) your identity\b|\bas an ai\b|\bi am an ai\b|\bhello,? (?:dear )?customer\b"
     r"|\bdear customer\b|\bwelcome to\b|\b(?:i'?m|i am|so) sorry to hear\b|\bi understand (?:your|how)\b"
-    r"|\byour (?:e-?mail|email address|zip(?: code)?|user id|full name) is\b",
+    r"|\byour (?:e-?mail|email address|zip(?: code)?|user id|full name|name) is\b",
     re.IGNORECASE,
 )
 
@@ -53,7 +53,12 @@ _ASKS_DETAILS = re.compile(
     r"reservation|reservation id|address|payment|account|date of birth)\b"
     r"|\b(?:please )?(?:provide|give|share|tell) me (?:with )?your\b"
     r"|\bi (?:will )?need your\b(?! (?:help|assistance|support))"
-    r"|\bmay i (?:have|ask for|know) your\b|\bplease (?:provide|share|confirm|give) your\b",
+    r"|\b(?:may|could|can) i (?:please )?(?:have|get|ask for|know) your\b"
+    r"|\bplease (?:provide|share|confirm|give) your\b"
+    r"|\bprovide (?:me )?(?:with )?(?:your|his|her|their) (?:name|full name|e-?mail|email address|zip|user id|"
+    r"details|information)\b"
+    r"|\b(?:please|could you|can you|if you could) (?:please )?provide (?:it|that|them|this|me with (?:that|this|the) "
+    r"(?:information|details))\b",
     re.IGNORECASE,
 )
 
@@ -63,7 +68,8 @@ _APOLOGISES = re.compile(
     r"access|any information|the information|information|the details|details about|the ability)\b"
     r"|\b(?:enough|sufficient|the necessary) (?:information|details|context) to\b"
     r"|\bi (?:don'?t|do not) have access\b|\bi(?:'m| am) (?:unable|not able) to (?:assist|help|access)\b"
-    r"|\bi (?:cannot|can'?t) (?:assist|help) (?:you|with)\b",
+    r"|\bi (?:cannot|can'?t) (?:assist|help) (?:you|with)\b"
+    r"|\b(?:don'?t|do not) (?:have|know) (?:your|his|her|their)\b",
     re.IGNORECASE,
 )
 
@@ -342,16 +348,17 @@ def customer_first_name(task: Task) -> str | None:
 def greets_self(line: str, name: str | None) -> bool:
     """Whether the line addresses the customer by their own name: the agent's voice.
 
-    A greeting at the start of a sentence or line ("Hi there, Chloe.", a letter's "Dear Chloe Nelson,")
-    or the name as a form of address closing a clause ("I'm sorry, Chloe Nelson."). A customer introducing
-    themselves ("I'm Chloe Nelson", "This is Chloe.") does not match.
+    A greeting at the start of a sentence or line ("Hi there, Chloe.", a letter's "Dear Chloe Nelson,"),
+    the name as a form of address closing a clause ("I'm sorry, Chloe Nelson."), or the customer in the
+    third person ("Chloe Nelson's email"). A customer introducing themselves ("I'm Chloe Nelson", "This is
+    Chloe.") does not match.
     """
     if not name:
         return False
     who = rf"{re.escape(name)}(?:\s+[A-Z][a-z]+)?"
     hello = r"(?i:hi|hello|hey|dear|good (?:morning|afternoon|evening))\b(?i: there)?"
     greeting = rf"(?:^|[\n.!?]\s*)\W*{hello},?\s+{who}\b(?!\s+(?:here|speaking)\b)"
-    if re.search(greeting, line):
+    if re.search(greeting, line) or re.search(rf"\b{who}'s\b", line):  # "Leah Harris's email": about oneself
         return True
     # After "Sure," / "Yes," the name answers the agent's question ("Sure, Chloe Nelson, chloe@x.com").
     vocatives = re.finditer(rf"([\w']+)?\s*,\s+{who}\s*(?:[.!?,]|$)", line)
@@ -377,9 +384,9 @@ _IDENTIFIER_RE = re.compile(
 def invented_details(line: str, task: Task, heard: Iterable[str] = ()) -> list[str]:
     """Identifiers in a customer line that neither the scenario nor the conversation contains.
 
-    A customer that gives an email, zip code, user id, order id or reservation code its situation does not
-    state invents it (small models do: asked for an email they do not know, they write
-    ``mei.kovacs@example.com``). Matching ignores case and a leading ``#``.
+    A customer that gives an email, zip code, user id, order id, reservation code or own name ("my name is
+    John Doe") its situation does not state invents it (small models do: asked for an email they do not
+    know, they write ``mei.kovacs@example.com``). Matching ignores case and a leading ``#``.
 
     Args:
         line: The customer's line.
@@ -390,11 +397,15 @@ def invented_details(line: str, task: Task, heard: Iterable[str] = ()) -> list[s
         The invented identifiers, in order; empty when there are none.
 
     """
-    found = _IDENTIFIER_RE.findall(line)
+    found = _IDENTIFIER_RE.findall(line) + [" ".join(filter(None, m.groups())) for m in _SELF_NAME_RE.finditer(line)]
     if not found:
         return []
     known = " ".join([task.scenario.model_dump_json(), *heard]).lower()
     return [item for item in found if item.lower().lstrip("#") not in known]
+
+
+# A name the customer gives as their own ("My name is John Doe", "I'm John Doe"): checked like an id.
+_SELF_NAME_RE = re.compile(r"\b(?i:my name is|i am|i'm|this is)\s+([A-Z][a-z]+)(?:\s+([A-Z][a-z]+))?")
 
 
 def role_confusion(

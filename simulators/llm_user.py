@@ -326,6 +326,19 @@ def _withholds_identity(task: Task, conversation: Sequence[Message], line: str) 
     return not any(d in lowered for d in details)
 
 
+def _asked_identity(conversation: Sequence[Message]) -> bool:
+    """Whether the agent's last line asks who the customer is, before the agent has called any tool.
+
+    Ending the conversation there is never the customer's business done: nothing has been looked up yet
+    (small models answer such a question with the stop marker alone).
+    """
+    if any(isinstance(m, AssistantMessage) and m.tool_calls for m in conversation):
+        return False
+    last_agent = next((m for m in reversed(conversation) if isinstance(m, AssistantMessage) and m.content), None)
+    text = (last_agent.content or "").rstrip() if last_agent is not None else ""
+    return text.endswith("?") and bool(_ID_QUESTION_RE.search(text)) and not proposes_action(text)
+
+
 def fallback_line(task: Task, conversation: Sequence[Message]) -> str:
     """A safe customer line built from the scenario, used when every sample was role confusion.
 
@@ -485,6 +498,8 @@ class LLMUser:
             confusion = role_confusion(content, agent_lines, customer_first_name(task))
             if confusion is None and stop is None and _withholds_identity(task, conversation, content):
                 confusion = "no_identity_given"
+            if confusion is None and stop == "stop" and _asked_identity(conversation):
+                confusion = "stops_at_identity_question"
             invented = invented_details(content, task, heard) if confusion is None else []
             if invented:
                 confusion, reminder = "invents_detail", detail_reminder(invented)

@@ -335,3 +335,50 @@ def test_a_customer_line_that_invents_a_detail_is_regenerated_then_replaced_by_t
 def test_telling_the_customer_their_own_details_is_agent_speak():
     assert role_confusion("Your email is jane@example.com.") == "agent_speak"
     assert role_confusion("My email is jane@example.com.") is None
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        # Said lines of the 40-episode measure that the earlier rules let through.
+        (
+            "I'm sorry, but I don't have your email address. Please provide me with that information.",
+            "asks_customer_details",
+        ),
+        ("I'm sorry, I do not have your email address. Could you please provide it?", "asks_customer_details"),
+        (
+            "Thank you for providing my identity. Could I please have your name and email address?",
+            "asks_customer_details",
+        ),
+        ("I don't know your email address.", "apologises_lacking_info"),
+        ("Your name is Nora Martin.", "agent_speak"),
+        ("I'm sorry, but I don't know Wei Ivanov's email address.", "agent_speak"),
+        # The customer's own voice stays fine.
+        ("Sorry, I don't have my email at hand; my zip is 12345.", None),
+        ("Could you provide the tracking number, please?", None),
+    ],
+)
+def test_more_lines_from_the_agents_side(line, kind):
+    assert role_confusion(line, name="Wei") == kind
+
+
+def test_a_made_up_own_name_is_an_invented_detail():
+    from apigen_envs.simulators.customer_lines import invented_details
+
+    assert invented_details("My name is John Doe.", TASK) == ["John Doe"]
+    assert invented_details("My name is Wei Ivanov, email wei@example.com.", TASK) == []
+
+
+def test_stopping_at_the_identity_question_is_regenerated():
+    asked = [
+        UserMessage(content="Hi, I want to cancel order #W1."),
+        AssistantMessage(content="Sure. Could you give me your name and email, so I can find your account?"),
+    ]
+    llm = ScriptedLLM(["###STOP###", "I'm Wei Ivanov, wei@example.com."])
+    turn = LLMUser(llm).respond(TASK, asked)
+    assert turn.stop is None and turn.content == "I'm Wei Ivanov, wei@example.com."
+    assert turn.meta["rejected"] == [{"line": "", "why": "stops_at_identity_question"}]
+    # After the agent has acted, stopping is the customer's call.
+    acted = [*asked, AssistantMessage(tool_calls=(ToolCall(id="1", name="find_user_id_by_email", arguments={}),))]
+    acted += [ToolMessage(tool_call_id="1", name="find_user_id_by_email", content="wei_1"), asked[1]]
+    assert LLMUser(ScriptedLLM(["Thanks, bye. ###STOP###"])).respond(TASK, acted).stop == "stop"
