@@ -3,7 +3,8 @@
 Each episode is one task (retail and airline test tasks, alternating) played against a fixed agent script
 that asks for identification, asks what is wanted, then proposes to go ahead; the customer is the real
 :class:`~apigen_envs.simulators.llm_user.LLMUser`. Lines are classified with
-:func:`~apigen_envs.simulators.customer_lines.role_confusion` (the rules are in its docstring) and the
+:func:`~apigen_envs.simulators.customer_lines.role_confusion` (the rules are in its docstring), checked for
+made-up identifiers with :func:`~apigen_envs.simulators.customer_lines.invented_details`, and the
 opening with :func:`~apigen_envs.simulators.customer_lines.names_request`. Raw model samples rejected by
 the customer's own check are counted too, so the figures show both what the model wrote and what was said.
 
