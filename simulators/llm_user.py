@@ -304,24 +304,27 @@ _DETAIL_RE = re.compile(r"[\w.+-]+@[\w.-]+|#?[A-Z]{1,2}\d{5,}|\b\d{5}\b|\b[a-z]+
 
 
 def _withholds_identity(task: Task, conversation: Sequence[Message], line: str) -> bool:
-    """Whether the agent just asked who the customer is and the line is a bare yes ("Yes.", "Sure.").
+    """Whether the agent just asked who the customer is and the line gives none of it.
 
-    Only when the scenario states identifying details (an email, a zip code, a user or order id) and the
-    short confirmation contains none of them; small models answer "Yes." to such questions.
+    Only when the scenario states identifying details (an email, a zip code, a user or order id): a reply
+    holding none of them, nor the customer's first name, nor a "don't know / remember", does not answer
+    the question. Small models reply "Yes.", restate the request, or refuse ("I cannot provide my
+    details"); the agent then cannot go on.
     """
-    if not is_confirmation(line) or len(line.split()) > 6:
-        return False
     last_agent = next((m for m in reversed(conversation) if isinstance(m, AssistantMessage) and m.content), None)
     if last_agent is None or not (last_agent.content or "").rstrip().endswith("?"):
         return False
     if not _ID_QUESTION_RE.search(last_agent.content or "") or proposes_action(last_agent.content):
         return False
     known = task.scenario.known_info or ""
-    details = {d.lower().lstrip("#") for d in _DETAIL_RE.findall(known)}
+    details = {d.lower().lstrip("#").rstrip(".") for d in _DETAIL_RE.findall(known)}
     if not details:
         return False
+    name = customer_first_name(task)
+    if name:
+        details.add(name.lower())
     lowered = line.lower()
-    if re.search(r"\b(?:don'?t|do not|can'?t|cannot) (?:know|remember|recall|have)\b", lowered):
+    if re.search(r"\b(?:don'?t|do not|can'?t|cannot) (?:know|remember|recall|have|find)\b|\bforg[eo]t", lowered):
         return False
     return not any(d in lowered for d in details)
 
@@ -496,7 +499,7 @@ class LLMUser:
             usage = usage + spent
             content, stop = split_markers(line)
             confusion = role_confusion(content, agent_lines, customer_first_name(task))
-            if confusion is None and stop is None and _withholds_identity(task, conversation, content):
+            if confusion is None and stop is None and content and _withholds_identity(task, conversation, content):
                 confusion = "no_identity_given"
             if confusion is None and stop == "stop" and _asked_identity(conversation):
                 confusion = "stops_at_identity_question"

@@ -382,3 +382,17 @@ def test_stopping_at_the_identity_question_is_regenerated():
     acted = [*asked, AssistantMessage(tool_calls=(ToolCall(id="1", name="find_user_id_by_email", arguments={}),))]
     acted += [ToolMessage(tool_call_id="1", name="find_user_id_by_email", content="wei_1"), asked[1]]
     assert LLMUser(ScriptedLLM(["Thanks, bye. ###STOP###"])).respond(TASK, acted).stop == "stop"
+
+
+def test_a_reply_to_the_identity_question_must_identify():
+    asked = [
+        UserMessage(content="Hi, I want to cancel order #W1."),
+        AssistantMessage(content="Could you tell me your name and email, so I can find your account?"),
+    ]
+    for dodge in ("I want to cancel order #W1.", "I'm sorry, but I cannot provide my details as requested."):
+        turn = LLMUser(ScriptedLLM([dodge, "It's Wei, wei@example.com."])).respond(TASK, asked)
+        assert turn.content == "It's Wei, wei@example.com." and turn.meta["rejected"][0]["why"] == "no_identity_given"
+    # Saying a detail is unknown is an answer.
+    assert (
+        LLMUser(ScriptedLLM(["I forgot my email, sorry."])).respond(TASK, asked).content == "I forgot my email, sorry."
+    )

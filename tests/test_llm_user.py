@@ -191,11 +191,13 @@ def test_verify_strategy_regenerates_until_consistent():
 
 
 def test_verify_gives_up_after_max_checks_and_unreadable_verdict_accepts():
-    llm = ScriptedLLM(["a", "Verdict: inconsistent", "b", "Verdict: no", "c"])
+    # Each reply answers the agent's email question (a reply that does not is regenerated anyway).
+    a, b, c = (f"It's ana@example.com ({x})." for x in "abc")
+    llm = ScriptedLLM([a, "Verdict: inconsistent", b, "Verdict: no", c])
     turn = LLMUser(llm, "verify", max_checks=2).respond(TASK, AGENT_ASKS)
-    assert turn.content == "c" and llm.calls == 5
-    llm = ScriptedLLM(["hello", "I am not sure."])
-    assert LLMUser(llm, "verify").respond(TASK, AGENT_ASKS).content == "hello" and llm.calls == 2
+    assert turn.content == c and llm.calls == 5
+    llm = ScriptedLLM(["hello ana@example.com", "I am not sure."])
+    assert LLMUser(llm, "verify").respond(TASK, AGENT_ASKS).content == "hello ana@example.com" and llm.calls == 2
 
 
 def test_reflection_strategy_rewrites_after_failed_check():
