@@ -193,7 +193,8 @@ _PRONOUN_RULES = (
     # "you" after a preposition or a verb taking an object is "me"; elsewhere it is the subject "I".
     (
         r"\b(to|for|with|from|about|give|gives|gave|send|sent|offer|offers|offered|tell|told|ask|asks|asked|"
-        r"let|lets|help|helps|charge|charged|refund|refunded|cost|costs|get) you\b",
+        r"let|lets|help|helps|charge|charged|refund|refunded|cost|costs|get|know|knows|knew|call|calls|reach|"
+        r"contact|email|emailed|sees|see|by|at|of) you\b",
         r"\1 me",
     ),
     (r"\byou\b", "I"),

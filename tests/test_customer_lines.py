@@ -94,6 +94,8 @@ def test_echo_of_the_agent_is_confusion():
 def test_first_person_and_template_opening():
     assert first_person("You moved and want your address changed.") == "I moved and want my address changed."
     assert first_person("The agent may offer you a refund.") == "The agent may offer me a refund."
+    # Seen in a fallback line of the 40-episode measure ("the address the store knows I by").
+    assert first_person("The address the store knows you by.") == "The address the store knows me by."
     assert template_opening(TASK) == "Hi, I want to cancel order #W1 because I no longer need it."
     no_fields = Task(id="x", domain="mock", scenario=UserScenario(instruction="You are Ana. Move $50 to acc_2."))
     assert request_text(no_fields) == "Move $50 to acc_2."
