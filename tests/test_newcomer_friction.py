@@ -133,3 +133,18 @@ def test_setup_script_refers_to_files_that_exist():
     text = (REPO / "scripts" / "setup_local_model.sh").read_text()
     assert "DESIGN.md" not in text
     assert "README" in text and "The local model" in (REPO / "README.md").read_text()
+
+
+def test_main_job_tasks_exist_and_are_the_short_kinds_it_says():
+    """The main job names its tasks; a regenerated task set must still hold them (else the job fails)."""
+    import re
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "main.sh").read_text(encoding="utf-8")
+    match = re.search(r"^tasks=([\w,]+)$", script, re.MULTILINE)
+    assert match, "scripts/main.sh names its tasks in a tasks=... line"
+    retail = load_domain("retail")
+    test_ids = {t.id for t in retail.task_list("test")}
+    for task_id in match.group(1).split(","):
+        assert task_id in test_ids, task_id
+        assert 3 <= len(retail.tasks[task_id].actions) <= 4, task_id
+    assert '--tasks "$tasks"' in script
