@@ -349,27 +349,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="oracle (replays the gold calls), noop (does nothing) or a model-backed agent",
     )
     p.add_argument("--examples", help="few-shot examples (episodes JSONL) for --agent fewshot")
-    p.add_argument(
-        "--constrain",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="tool_calling: constrain replies to the tools' JSON schemas via response_format (servers that "
-        "enforce it, like llama.cpp); auto: on for the local model only",
-    )
-    p.add_argument(
-        "--id-reminder",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="tool_calling: a short system note on identifying the customer until the first tool call; auto: on "
-        "for the local model only",
-    )
-    p.add_argument(
-        "--ground-check",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="tool_calling: ask the model again (up to twice) when a tool call uses an id, email, name or zip "
-        "that neither the customer nor a tool wrote; auto: on for the local model only",
-    )
+    for flag, what in (
+        (
+            "--constrain",
+            "constrain replies to the tools' JSON schemas via response_format (servers that enforce it, like "
+            "llama.cpp)",
+        ),
+        ("--id-reminder", "a short system note on identifying the customer until the first tool call"),
+        (
+            "--ground-check",
+            "ask the model again (up to twice) when a tool call uses an id, email, name or zip that neither the "
+            "customer nor a tool wrote",
+        ),
+    ):
+        p.add_argument(
+            flag,
+            choices=("auto", "on", "off"),
+            default="auto",
+            help=f"tool_calling: {what}; auto: on for the local model only",
+        )
     p.add_argument("--user", choices=USERS, default="llm", help="customer simulator")
     p.add_argument("--model", default=os.environ.get("APIGEN_MODEL", "local"), help="agent model ($APIGEN_MODEL)")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")

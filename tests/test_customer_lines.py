@@ -28,6 +28,13 @@ TASK = Task(
 )
 
 
+ASKED = (
+    UserMessage(content="Hi, I want to cancel order #W1."),
+    AssistantMessage(content="Can you please provide your email address, so I can find your user id?"),
+)
+"""The customer's request and the agent's identity question."""
+
+
 @pytest.mark.parametrize(
     ("line", "kind"),
     [
@@ -261,10 +268,7 @@ def test_measure_script_counts_openings_and_confusion():
 
 
 def test_a_bare_yes_to_an_identity_question_is_regenerated_then_replaced():
-    asked = [
-        UserMessage(content="Hi, I want to cancel order #W1."),
-        AssistantMessage(content="Can you please provide your email address, so I can find your user id?"),
-    ]
+    asked = ASKED
     llm = ScriptedLLM(["Yes.", "Sure, it's wei@example.com."])
     turn = LLMUser(llm).respond(TASK, asked)
     assert turn.content == "Sure, it's wei@example.com."
@@ -314,10 +318,7 @@ def test_invented_details_are_identifiers_the_customer_was_never_given():
 
 
 def test_a_customer_line_that_invents_a_detail_is_regenerated_then_replaced_by_the_known_info():
-    asked = [
-        UserMessage(content="Hi, I want to cancel order #W1."),
-        AssistantMessage(content="Can you please provide your email address, so I can find your user id?"),
-    ]
+    asked = ASKED
     made_up = "My email address is wei.ivanov@gmail.com, I think."
     llm = ScriptedLLM([made_up, "Sure, it's wei@example.com."])
     turn = LLMUser(llm).respond(TASK, asked)
@@ -372,10 +373,7 @@ def test_a_made_up_own_name_is_an_invented_detail():
 
 
 def test_stopping_at_the_identity_question_is_regenerated():
-    asked = [
-        UserMessage(content="Hi, I want to cancel order #W1."),
-        AssistantMessage(content="Sure. Could you give me your name and email, so I can find your account?"),
-    ]
+    asked = ASKED
     llm = ScriptedLLM(["###STOP###", "I'm Wei Ivanov, wei@example.com."])
     turn = LLMUser(llm).respond(TASK, asked)
     assert turn.stop is None and turn.content == "I'm Wei Ivanov, wei@example.com."
@@ -387,10 +385,7 @@ def test_stopping_at_the_identity_question_is_regenerated():
 
 
 def test_a_reply_to_the_identity_question_must_identify():
-    asked = [
-        UserMessage(content="Hi, I want to cancel order #W1."),
-        AssistantMessage(content="Could you tell me your name and email, so I can find your account?"),
-    ]
+    asked = ASKED
     for dodge in ("I want to cancel order #W1.", "I'm sorry, but I cannot provide my details as requested."):
         turn = LLMUser(ScriptedLLM([dodge, "It's Wei, wei@example.com."])).respond(TASK, asked)
         assert turn.content == "It's Wei, wei@example.com." and turn.meta["rejected"][0]["why"] == "no_identity_given"
