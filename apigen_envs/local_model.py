@@ -50,7 +50,7 @@ SERVER_REQUIREMENT = "llama-cpp-python[server]==0.3.36"
 
 BUILD_CMAKE_ARGS = "-DLLAVA_BUILD=OFF"
 """CMake options for building the server package (the scripts set the same): no multimodal library."""
-"""The pinned server package (MIT). It builds from source: about 7 minutes on 2 cores, then pip caches it."""
+"""The pinned server package (MIT). It builds from source: about 4-5 minutes on 2 idle cores, then pip caches it."""
 
 MODEL_ALIAS = "local"
 """The model name the server answers to (``LLMConfig(model="local")``)."""
@@ -413,7 +413,7 @@ def ensure_server(install: bool = False) -> None:
         missing = [m for m in _SERVER_MODULES if importlib.util.find_spec(m) is None]
         raise LocalModelError(
             f"the local model server is not installed (missing: {', '.join(missing)}). Install it with\n  {hint}\n"
-            "It compiles llama.cpp from source (about 7 minutes on 2 cores; needs a C++ compiler and cmake)."
+            "It compiles llama.cpp from source (about 4-5 minutes on 2 idle cores; needs a C++ compiler and cmake)."
         )
     _progress(f"installing {SERVER_REQUIREMENT} (compiles llama.cpp; several minutes) ...")
     cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", SERVER_REQUIREMENT]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-off setup of the offline local model (README, "The local model"; apigen_envs/local_model.py): builds the pinned llama-cpp-python
-# server (about 4-7 minutes on 2 cores; pip caches the wheel afterwards) while the weights download.
+# server (about 4-5 minutes on 2 idle cores; pip caches the wheel afterwards) while the weights download.
 # Usage: scripts/setup_local_model.sh [1.5b|0.5b]     (PYTHON=... picks the interpreter)
 set -euo pipefail
 PY="${PYTHON:-python}"
