@@ -47,10 +47,10 @@ CACHE_ENV = "APIGEN_CACHE_DIR"
 """Environment variable overriding the cache root (models live in its ``models/`` sub-directory)."""
 
 SERVER_REQUIREMENT = "llama-cpp-python[server]==0.3.36"
+"""The pinned server package (MIT). It builds from source: about 4-5 minutes on 2 idle cores, then pip caches it."""
 
 BUILD_CMAKE_ARGS = "-DLLAVA_BUILD=OFF"
 """CMake options for building the server package (the scripts set the same): no multimodal library."""
-"""The pinned server package (MIT). It builds from source: about 4-5 minutes on 2 idle cores, then pip caches it."""
 
 MODEL_ALIAS = "local"
 """The model name the server answers to (``LLMConfig(model="local")``)."""
@@ -419,7 +419,7 @@ def ensure_server(install: bool = False) -> None:
     cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", SERVER_REQUIREMENT]
     env = {**os.environ}
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
-    # Text-only serving never loads the multimodal (llava/mtmd) library; skipping it shortens the compile.
+    # Text-only serving never loads the multimodal (llava/mtmd) library, so it is not built.
     env["CMAKE_ARGS"] = f"{BUILD_CMAKE_ARGS} {env.get('CMAKE_ARGS', '')}".strip()
     proc = subprocess.run(cmd, env=env, check=False)
     importlib.invalidate_caches()

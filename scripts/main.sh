@@ -32,8 +32,7 @@ if [ "$remote" = 0 ]; then
         # caches the wheel; measured 4 min 11 s on 2 idle cores without the multimodal library.
         say "building llama.cpp (llama-cpp-python[server] from source) on ${cores} cores: about $((8 / cores + 1)) minutes, once (pip caches the wheel)"
         t=$SECONDS
-        # Without the multimodal (llava/mtmd) library: text-only serving never loads it, and it is a large
-        # part of the compile.
+        # Without the multimodal (llava/mtmd) library: text-only serving never loads it.
         CMAKE_ARGS="-DLLAVA_BUILD=OFF ${CMAKE_ARGS:-}" CMAKE_BUILD_PARALLEL_LEVEL="$cores" \
             python -m pip install -q "llama-cpp-python[server]==0.3.36"
         say "llama.cpp built in $((SECONDS - t)) s"

@@ -6,7 +6,7 @@ set -euo pipefail
 PY="${PYTHON:-python}"
 VARIANT="${1:-1.5b}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
-# Text-only serving never loads the multimodal (llava/mtmd) library; skipping it shortens the compile.
+# Text-only serving never loads the multimodal (llava/mtmd) library, so it is not built.
 export CMAKE_ARGS="-DLLAVA_BUILD=OFF ${CMAKE_ARGS:-}"
 
 "$PY" -m apigen_envs.local_model --ensure-only --variant "$VARIANT" &
