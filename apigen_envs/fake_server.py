@@ -37,6 +37,7 @@ from typing import Any, Literal
 import pydantic_core
 
 from apigen_envs.messages import AssistantMessage
+from apigen_envs.text import json_bytes
 
 FaultKind = Literal["http", "drop", "malformed", "empty_choices", "delay"]
 """What a :class:`Fault` does to one request."""
@@ -257,14 +258,6 @@ def completion_body(reply: Any, request: Mapping[str, Any], number: int) -> dict
         ],
         "usage": usage,
     }
-
-
-def _json_bytes(data: Any) -> bytes:
-    """``data`` as JSON: pydantic's Rust encoder, or ``json`` for what it refuses (a scripted lone surrogate)."""
-    try:
-        return pydantic_core.to_json(data)
-    except pydantic_core.PydanticSerializationError:
-        return json.dumps(data).encode()
 
 
 class _BadRequest(Exception):
@@ -658,7 +651,7 @@ class ScriptedServer:
         except TypeError as exc:
             await self._send(writer, 500, _error_body(500, str(exc)), keep_alive=keep_alive)
             return True
-        await self._send(writer, 200, _json_bytes(data), keep_alive=keep_alive)
+        await self._send(writer, 200, json_bytes(data), keep_alive=keep_alive)
         return True
 
 

@@ -54,7 +54,7 @@ from apigen_envs.http_transport import (
     sync_transport,
 )
 from apigen_envs.messages import AssistantMessage, ToolCall, Usage
-from apigen_envs.text import clean_text
+from apigen_envs.text import clean_text, json_bytes
 
 T = TypeVar("T")
 
@@ -669,14 +669,9 @@ class _WireBase:
 
     @staticmethod
     def encode(body: dict[str, Any]) -> bytes:
-        import pydantic_core
-
-        try:
-            # pydantic's Rust encoder: a third of json.dumps' time on a request with ten tool schemas.
-            return pydantic_core.to_json(body)
-        except pydantic_core.PydanticSerializationError:
-            # A lone surrogate left in a message: ASCII escapes keep it encodable instead of failing the call.
-            return json.dumps(body, separators=(",", ":")).encode()
+        # Rust encoding is a third of json.dumps' time on a request with ten tool schemas; a lone surrogate
+        # left in a message goes out as its escape instead of failing the call.
+        return json_bytes(body)
 
     @staticmethod
     def decode(reply: HTTPReply) -> dict[str, Any]:

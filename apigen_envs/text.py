@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pydantic_core
 from pydantic import BaseModel
 
 REPLACEMENT = "\ufffd"
@@ -199,6 +200,22 @@ def may_nest_deeper(text: str | bytes, limit: int) -> bool:
     if isinstance(text, bytes):
         return text.count(b"[") + text.count(b"{") > limit
     return text.count("[") + text.count("{") > limit
+
+
+def json_bytes(value: Any) -> bytes:
+    r"""A JSON value (a request or reply body) as compact UTF-8 JSON bytes.
+
+    The fast path is pydantic's Rust encoder. A lone surrogate, which it refuses, goes out through ``json``
+    as its ``\uXXXX`` escape instead: the receiver gets the text exactly as it was, and deciding what to do
+    with it stays the receiver's business (unlike :func:`model_json`, which repairs our own records).
+
+    Raises:
+        TypeError: When the value is not JSON-able.
+    """
+    try:
+        return pydantic_core.to_json(value)
+    except pydantic_core.PydanticSerializationError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def model_json(model: BaseModel, max_depth: int = 200) -> bytes:

@@ -18,7 +18,7 @@ from apigen_envs.messages import (
     UserMessage,
     message_from_openai,
 )
-from apigen_envs.text import TooDeepError, clean_json, clean_text, json_depth, may_nest_deeper
+from apigen_envs.text import TooDeepError, clean_json, clean_text, json_bytes, json_depth, may_nest_deeper
 
 LONE = json.loads('"hi \\ud83d there"')  # what a JSON escape without its pair decodes to
 
@@ -121,3 +121,11 @@ def test_clean_json_output_always_serialises_and_clean_values_come_back_as_is(va
         assert out is not value
     else:
         assert out is value
+
+
+def test_json_bytes_is_compact_and_keeps_a_lone_surrogate_as_its_escape():
+    assert json_bytes({"a": [1, "é"]}) == '{"a":[1,"é"]}'.encode()
+    raw = json_bytes({"a": "x\ud800"})
+    assert raw == b'{"a":"x\\ud800"}' and json.loads(raw) == {"a": "x\ud800"}
+    with pytest.raises(TypeError):
+        json_bytes({"a": object()})
