@@ -381,6 +381,9 @@ _IDENTIFIER_RE = re.compile(
     r"|\b(?=[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z])[A-Z0-9]{6}\b|(?<![\d$.,])\b\d{5}\b(?![.,]?\d)"
 )
 
+# A name the customer gives as their own ("My name is John Doe", "I'm John Doe"): checked like an id.
+_SELF_NAME_RE = re.compile(r"\b(?i:my name is|i am|i'm|this is)\s+([A-Z][a-z]+)(?:\s+([A-Z][a-z]+))?")
+
 
 def invented_details(line: str, task: Task, heard: Iterable[str] = ()) -> list[str]:
     """Identifiers in a customer line that neither the scenario nor the conversation contains.
@@ -403,10 +406,6 @@ def invented_details(line: str, task: Task, heard: Iterable[str] = ()) -> list[s
         return []
     known = " ".join([task.scenario.model_dump_json(), *heard]).lower()
     return [item for item in found if item.lower().lstrip("#") not in known]
-
-
-# A name the customer gives as their own ("My name is John Doe", "I'm John Doe"): checked like an id.
-_SELF_NAME_RE = re.compile(r"\b(?i:my name is|i am|i'm|this is)\s+([A-Z][a-z]+)(?:\s+([A-Z][a-z]+))?")
 
 
 def role_confusion(

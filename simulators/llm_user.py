@@ -300,7 +300,15 @@ def _unquote(text: str) -> str:
     return text
 
 
-_DETAIL_RE = re.compile(r"[\w.+-]+@[\w.-]+|#?[A-Z]{1,2}\d{5,}|\b\d{5}\b|\b[a-z]+_[a-z]+_\d+\b")
+# An email ends at its last name part, so a sentence's full stop is not taken for part of it.
+_DETAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|#?[A-Z]{1,2}\d{5,}|\b\d{5}\b|\b[a-z]+_[a-z]+_\d+\b")
+
+
+def _identity_question(conversation: Sequence[Message]) -> bool:
+    """Whether the agent's last line is a question asking who the customer is (not an action proposal)."""
+    last_agent = next((m for m in reversed(conversation) if isinstance(m, AssistantMessage) and m.content), None)
+    text = (last_agent.content or "").rstrip() if last_agent is not None else ""
+    return text.endswith("?") and bool(_ID_QUESTION_RE.search(text)) and not proposes_action(text)
 
 
 def _withholds_identity(task: Task, conversation: Sequence[Message], line: str) -> bool:
@@ -311,13 +319,10 @@ def _withholds_identity(task: Task, conversation: Sequence[Message], line: str) 
     the question. Small models reply "Yes.", restate the request, or refuse ("I cannot provide my
     details"); the agent then cannot go on.
     """
-    last_agent = next((m for m in reversed(conversation) if isinstance(m, AssistantMessage) and m.content), None)
-    if last_agent is None or not (last_agent.content or "").rstrip().endswith("?"):
-        return False
-    if not _ID_QUESTION_RE.search(last_agent.content or "") or proposes_action(last_agent.content):
+    if not _identity_question(conversation):
         return False
     known = task.scenario.known_info or ""
-    details = {d.lower().lstrip("#").rstrip(".") for d in _DETAIL_RE.findall(known)}
+    details = {d.lower().lstrip("#") for d in _DETAIL_RE.findall(known)}
     if not details:
         return False
     name = customer_first_name(task)
@@ -337,9 +342,7 @@ def _asked_identity(conversation: Sequence[Message]) -> bool:
     """
     if any(isinstance(m, AssistantMessage) and m.tool_calls for m in conversation):
         return False
-    last_agent = next((m for m in reversed(conversation) if isinstance(m, AssistantMessage) and m.content), None)
-    text = (last_agent.content or "").rstrip() if last_agent is not None else ""
-    return text.endswith("?") and bool(_ID_QUESTION_RE.search(text)) and not proposes_action(text)
+    return _identity_question(conversation)
 
 
 def fallback_line(task: Task, conversation: Sequence[Message]) -> str:
